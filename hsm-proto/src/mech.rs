@@ -1,0 +1,59 @@
+//! Mechanisms with typed parameters, parsed from `CK_MECHANISM` at the C boundary.
+
+use serde::{Deserialize, Serialize};
+
+/// A mechanism: its `CKM_*` number and parameters already parsed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mechanism {
+    /// `CKM_*` value.
+    pub kind: u64,
+    /// The parameters the mechanism takes.
+    pub params: MechanismParams,
+}
+
+impl Mechanism {
+    /// A mechanism that takes no parameter.
+    pub fn plain(kind: u64) -> Self {
+        Mechanism {
+            kind,
+            params: MechanismParams::None,
+        }
+    }
+}
+
+/// Parameters of a mechanism, one variant per parameter structure of the spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MechanismParams {
+    /// No parameter (`pParameter == NULL`).
+    None,
+    /// `CK_GCM_PARAMS`.
+    Gcm {
+        /// The IV (12 bytes is the only length we accept today).
+        iv: Vec<u8>,
+        /// Additional authenticated data.
+        aad: Vec<u8>,
+        /// Tag length in bits.
+        tag_bits: u64,
+    },
+    /// `CK_RSA_PKCS_PSS_PARAMS`.
+    Pss {
+        /// `CKM_SHA*` of the message digest.
+        hash: u64,
+        /// `CKG_MGF1_SHA*`.
+        mgf: u64,
+        /// Salt length in bytes.
+        salt_len: u64,
+    },
+    /// `CK_RSA_PKCS_OAEP_PARAMS`.
+    Oaep {
+        /// `CKM_SHA*` of the label hash.
+        hash: u64,
+        /// `CKG_MGF1_SHA*`.
+        mgf: u64,
+        /// The label (`CKZ_DATA_SPECIFIED` source), empty if none.
+        label: Vec<u8>,
+    },
+    /// A bare byte string parameter (an IV for CBC, say).
+    Bytes(Vec<u8>),
+}

@@ -1,0 +1,357 @@
+//! Requests and responses: one typed pair per operation.
+
+use crate::attr::{AttrOutcome, Attribute};
+use crate::error::WireError;
+use crate::mech::Mechanism;
+use crate::secret::{Password, SecretBytes};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Major protocol version. A peer with another major version is refused at the handshake.
+pub const PROTOCOL_MAJOR: u16 = 1;
+/// Minor protocol version: additions that an older peer can ignore.
+pub const PROTOCOL_MINOR: u16 = 0;
+
+/// The first frame a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Client's major protocol version.
+    pub major: u16,
+    /// Client's minor protocol version.
+    pub minor: u16,
+    /// Free text naming the client software, for the node's log.
+    pub software: String,
+}
+
+impl Hello {
+    /// This build's hello.
+    pub fn current(software: &str) -> Self {
+        Hello {
+            major: PROTOCOL_MAJOR,
+            minor: PROTOCOL_MINOR,
+            software: software.to_owned(),
+        }
+    }
+}
+
+/// The node's answer to [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The node speaks this version; requests may follow.
+    Accepted {
+        /// Node's major version.
+        major: u16,
+        /// Node's minor version.
+        minor: u16,
+        /// Node name.
+        node: String,
+    },
+    /// The node will not talk to this client; the connection is closed after this frame.
+    Refused {
+        /// Why, for the client to show.
+        message: String,
+    },
+}
+
+/// Identifies a request on a connection; the response carries the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// A PKCS#11 session as the module numbers it (its `CK_SESSION_HANDLE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+/// A stable, cluster-wide object identifier (128 bits, random).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectId(pub u128);
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({:032x})", self.0)
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// PKCS#11 user types we accept at login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserType {
+    /// `CKU_USER`: a crypto user.
+    User,
+    /// `CKU_SO`: an admin.
+    SecurityOfficer,
+}
+
+/// What a user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Manages users, nodes and backups; cannot use keys.
+    Admin,
+    /// Owns and uses keys.
+    CryptoUser,
+    /// Reads the audit log.
+    Auditor,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Admin => "admin",
+            Role::CryptoUser => "crypto-user",
+            Role::Auditor => "auditor",
+        })
+    }
+}
+
+/// What an operator hands a sealed node to unseal it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum UnsealSecret {
+    /// The operator passphrase (stretched with Argon2id on the node).
+    Passphrase(Password),
+    /// The content of a development key file (`hsmctl dev` only).
+    DevKey(SecretBytes),
+}
+
+/// Whether a node can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SealState {
+    /// Keys are not available; only status and unseal are answered.
+    Sealed,
+    /// Serving.
+    Unsealed,
+}
+
+/// A node's status, answered sealed or not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node name.
+    pub node: String,
+    /// Cluster name (from init).
+    pub cluster: String,
+    /// Sealed or serving.
+    pub seal: SealState,
+    /// Whether this node was initialized with a development key file.
+    pub dev_unseal: bool,
+    /// Token objects known (0 while sealed).
+    pub objects: u64,
+    /// Daemon version.
+    pub version: String,
+}
+
+/// A request from a client (module or hsmctl) to a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// → [`Response::Status`]. Answered sealed or not.
+    Status,
+    /// → [`Response::Unsealed`].
+    Unseal(UnsealSecret),
+    /// → [`Response::LoggedIn`]. Login applies to the whole connection, as PKCS#11 login applies
+    /// to all sessions of an application.
+    Login {
+        /// `CKU_USER` or `CKU_SO`.
+        user_type: UserType,
+        /// User name (the part of the PIN before `:`).
+        username: String,
+        /// Password (the part after `:`).
+        password: Password,
+    },
+    /// → [`Response::LoggedOut`].
+    Logout,
+    /// → [`Response::UserCreated`]. Admin only.
+    CreateUser {
+        /// New user's name.
+        username: String,
+        /// Initial password.
+        password: Password,
+        /// Role.
+        role: Role,
+    },
+    /// → [`Response::SessionClosed`]: drops the session's objects on the node.
+    CloseSession {
+        /// The session.
+        session: SessionId,
+    },
+    /// → [`Response::KeyGenerated`].
+    GenerateKey {
+        /// Session (owner of the key if it is a session object).
+        session: SessionId,
+        /// `CKM_AES_KEY_GEN`, …
+        mechanism: Mechanism,
+        /// Key template.
+        template: Vec<Attribute>,
+    },
+    /// → [`Response::KeyPairGenerated`].
+    GenerateKeyPair {
+        /// Session.
+        session: SessionId,
+        /// `CKM_EC_KEY_PAIR_GEN`, `CKM_RSA_PKCS_KEY_PAIR_GEN`, …
+        mechanism: Mechanism,
+        /// Public key template.
+        public_template: Vec<Attribute>,
+        /// Private key template.
+        private_template: Vec<Attribute>,
+    },
+    /// → [`Response::Objects`]: every visible object that matches the template.
+    FindObjects {
+        /// Session.
+        session: SessionId,
+        /// Attributes to match exactly (empty matches all).
+        template: Vec<Attribute>,
+    },
+    /// → [`Response::AttributeValues`], one outcome per requested type, in order.
+    GetAttributeValue {
+        /// Session.
+        session: SessionId,
+        /// The object.
+        object: ObjectId,
+        /// `CKA_*` codes.
+        types: Vec<u64>,
+    },
+    /// → [`Response::ObjectDestroyed`].
+    DestroyObject {
+        /// Session.
+        session: SessionId,
+        /// The object.
+        object: ObjectId,
+    },
+    /// → [`Response::Signature`].
+    Sign {
+        /// Session.
+        session: SessionId,
+        /// The key.
+        key: ObjectId,
+        /// Mechanism.
+        mechanism: Mechanism,
+        /// Data (or digest, for prehashed mechanisms).
+        data: SecretBytes,
+    },
+    /// → [`Response::Verified`], or `SignatureInvalid`.
+    Verify {
+        /// Session.
+        session: SessionId,
+        /// The key.
+        key: ObjectId,
+        /// Mechanism.
+        mechanism: Mechanism,
+        /// Data (or digest).
+        data: Vec<u8>,
+        /// The signature to check.
+        signature: Vec<u8>,
+    },
+    /// → [`Response::Ciphertext`].
+    Encrypt {
+        /// Session.
+        session: SessionId,
+        /// The key.
+        key: ObjectId,
+        /// Mechanism.
+        mechanism: Mechanism,
+        /// Plaintext.
+        data: SecretBytes,
+    },
+    /// → [`Response::Plaintext`].
+    Decrypt {
+        /// Session.
+        session: SessionId,
+        /// The key.
+        key: ObjectId,
+        /// Mechanism.
+        mechanism: Mechanism,
+        /// Ciphertext.
+        data: Vec<u8>,
+    },
+    /// → [`Response::Random`].
+    GenerateRandom {
+        /// Bytes wanted (at most [`crate::frame::MAX_RANDOM_LEN`]).
+        length: u32,
+    },
+}
+
+impl Request {
+    /// Short name of the operation, for logs (never the content).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "Status",
+            Request::Unseal(_) => "Unseal",
+            Request::Login { .. } => "Login",
+            Request::Logout => "Logout",
+            Request::CreateUser { .. } => "CreateUser",
+            Request::CloseSession { .. } => "CloseSession",
+            Request::GenerateKey { .. } => "GenerateKey",
+            Request::GenerateKeyPair { .. } => "GenerateKeyPair",
+            Request::FindObjects { .. } => "FindObjects",
+            Request::GetAttributeValue { .. } => "GetAttributeValue",
+            Request::DestroyObject { .. } => "DestroyObject",
+            Request::Sign { .. } => "Sign",
+            Request::Verify { .. } => "Verify",
+            Request::Encrypt { .. } => "Encrypt",
+            Request::Decrypt { .. } => "Decrypt",
+            Request::GenerateRandom { .. } => "GenerateRandom",
+        }
+    }
+}
+
+/// A node's answer to a [`Request`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    /// Answer to `Status`.
+    Status(NodeStatus),
+    /// Answer to `Unseal`.
+    Unsealed,
+    /// Answer to `Login`.
+    LoggedIn {
+        /// The role of the user now logged in.
+        role: Role,
+    },
+    /// Answer to `Logout`.
+    LoggedOut,
+    /// Answer to `CreateUser`.
+    UserCreated,
+    /// Answer to `CloseSession`.
+    SessionClosed,
+    /// Answer to `GenerateKey`.
+    KeyGenerated {
+        /// The new key.
+        key: ObjectId,
+    },
+    /// Answer to `GenerateKeyPair`.
+    KeyPairGenerated {
+        /// The public key.
+        public: ObjectId,
+        /// The private key.
+        private: ObjectId,
+    },
+    /// Answer to `FindObjects`.
+    Objects(Vec<ObjectId>),
+    /// Answer to `GetAttributeValue`.
+    AttributeValues(Vec<AttrOutcome>),
+    /// Answer to `DestroyObject`.
+    ObjectDestroyed,
+    /// Answer to `Sign`.
+    Signature(Vec<u8>),
+    /// Answer to `Verify` when the signature is valid.
+    Verified,
+    /// Answer to `Encrypt`.
+    Ciphertext(Vec<u8>),
+    /// Answer to `Decrypt`.
+    Plaintext(SecretBytes),
+    /// Answer to `GenerateRandom`.
+    Random(Vec<u8>),
+    /// Any request can fail.
+    Error(WireError),
+}
+
+/// A request or response with its id: the unit inside one frame.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Matches a response to its request.
+    pub id: RequestId,
+    /// The message.
+    pub body: T,
+}
