@@ -77,6 +77,47 @@ impl fmt::Display for ObjectId {
     }
 }
 
+/// What the module caches about an object handle so that `C_SignInit` and friends answer the
+/// spec's errors (`CKR_KEY_TYPE_INCONSISTENT`, `CKR_KEY_FUNCTION_NOT_PERMITTED`) without a round
+/// trip. The node checks again, authoritatively, when the operation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// The object.
+    pub id: ObjectId,
+    /// `CKO_*`.
+    pub class: u64,
+    /// `CKK_*`, or `None` for objects that are not keys.
+    pub key_type: Option<u64>,
+    /// Usage flags, [`ObjectInfo::SIGN`] and the others.
+    pub usage: u32,
+}
+
+impl ObjectInfo {
+    /// `CKA_SIGN` is true.
+    pub const SIGN: u32 = 1 << 0;
+    /// `CKA_VERIFY` is true.
+    pub const VERIFY: u32 = 1 << 1;
+    /// `CKA_ENCRYPT` is true.
+    pub const ENCRYPT: u32 = 1 << 2;
+    /// `CKA_DECRYPT` is true.
+    pub const DECRYPT: u32 = 1 << 3;
+    /// `CKA_WRAP` is true.
+    pub const WRAP: u32 = 1 << 4;
+    /// `CKA_UNWRAP` is true.
+    pub const UNWRAP: u32 = 1 << 5;
+    /// `CKA_DERIVE` is true.
+    pub const DERIVE: u32 = 1 << 6;
+    /// `CKA_TOKEN` is true (a token object, not a session object).
+    pub const TOKEN: u32 = 1 << 7;
+    /// `CKA_PRIVATE` is true.
+    pub const PRIVATE: u32 = 1 << 8;
+
+    /// Whether every flag in `flags` is set.
+    pub fn allows(&self, flags: u32) -> bool {
+        self.usage & flags == flags
+    }
+}
+
 /// PKCS#11 user types we accept at login.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserType {
@@ -196,6 +237,14 @@ pub enum Request {
         /// Private key template.
         private_template: Vec<Attribute>,
     },
+    /// → [`Response::ObjectCreated`]: imports an object from a full template (public keys
+    /// today; private and secret keys, certificates and data objects with the full token).
+    CreateObject {
+        /// Session (owner if it is a session object).
+        session: SessionId,
+        /// The object's attributes.
+        template: Vec<Attribute>,
+    },
     /// → [`Response::Objects`]: every visible object that matches the template.
     FindObjects {
         /// Session.
@@ -284,6 +333,7 @@ impl Request {
             Request::CloseSession { .. } => "CloseSession",
             Request::GenerateKey { .. } => "GenerateKey",
             Request::GenerateKeyPair { .. } => "GenerateKeyPair",
+            Request::CreateObject { .. } => "CreateObject",
             Request::FindObjects { .. } => "FindObjects",
             Request::GetAttributeValue { .. } => "GetAttributeValue",
             Request::DestroyObject { .. } => "DestroyObject",
@@ -318,17 +368,19 @@ pub enum Response {
     /// Answer to `GenerateKey`.
     KeyGenerated {
         /// The new key.
-        key: ObjectId,
+        key: ObjectInfo,
     },
     /// Answer to `GenerateKeyPair`.
     KeyPairGenerated {
         /// The public key.
-        public: ObjectId,
+        public: ObjectInfo,
         /// The private key.
-        private: ObjectId,
+        private: ObjectInfo,
     },
-    /// Answer to `FindObjects`.
-    Objects(Vec<ObjectId>),
+    /// Answer to `CreateObject`.
+    ObjectCreated(ObjectInfo),
+    /// Answer to `FindObjects`, in a stable order.
+    Objects(Vec<ObjectInfo>),
     /// Answer to `GetAttributeValue`.
     AttributeValues(Vec<AttrOutcome>),
     /// Answer to `DestroyObject`.
