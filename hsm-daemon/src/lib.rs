@@ -1,1 +1,16 @@
+//! One HSM node: the sealed store, unseal, key objects and mechanisms, and the mTLS listener.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod der;
+pub mod error;
+pub mod handler;
+pub mod harden;
+pub mod keys;
+pub mod node;
+pub mod object;
+pub mod seal;
+pub mod server;
+pub mod store;
+pub mod token;
+pub mod users;

@@ -163,7 +163,7 @@ fn parse_ulong(v: &[u8]) -> Result<u64, ErrorCode> {
 }
 
 fn parse_ulongs(v: &[u8]) -> Result<Vec<u64>, ErrorCode> {
-    if v.len() % ULONG_SIZE != 0 {
+    if !v.len().is_multiple_of(ULONG_SIZE) {
         return Err(ErrorCode::AttributeValueInvalid);
     }
     v.chunks_exact(ULONG_SIZE).map(parse_ulong).collect()

@@ -1,0 +1,731 @@
+//! Request handling: authorization, sessions, and the dispatch of each operation.
+//!
+//! Runs off the I/O threads (the server calls it in a blocking task): key generation, RSA and
+//! Argon2id are CPU-heavy.
+
+use crate::error::Error;
+use crate::keys::{self, PublicKey};
+use crate::node::Node;
+use crate::object::{self, Body, Object, Origin};
+use crate::token::{self, Command, Token};
+use crate::users;
+use cryptoki_sys as ck;
+use hsm_proto::msg::{Role, UserType};
+use hsm_proto::{
+    AttrOutcome, Attribute, ErrorCode, Mechanism, ObjectId, ObjectInfo, Request, Response,
+    SecretBytes, SessionId, WireError, mechlist,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Who is logged in on a connection.
+#[derive(Clone, Debug)]
+struct LoggedIn {
+    user: String,
+    role: Role,
+}
+
+/// Per-connection state: login (PKCS#11 login covers every session of the application) and
+/// the session objects, which die with their session or the connection.
+#[derive(Debug, Default)]
+pub struct Connection {
+    login: Mutex<Option<LoggedIn>>,
+    session_objects: Mutex<HashMap<ObjectId, (SessionId, Arc<Object>)>>,
+}
+
+fn poisoned() -> Error {
+    Error::device("internal lock poisoned")
+}
+
+/// Handles one request and never panics on any input (errors become `Response::Error`).
+pub fn handle(node: &Node, conn: &Connection, request: Request) -> Response {
+    let name = request.name();
+    let result = match request {
+        Request::Status => Ok(Response::Status(node.status())),
+        Request::Unseal(secret) => node.unseal(&secret).map(|()| {
+            tracing::info!("node {} unsealed", node.name());
+            Response::Unsealed
+        }),
+        other => match node.token() {
+            None => {
+                tracing::warn!(
+                    "refusing {name}: node {} is sealed (run `hsmctl unseal`)",
+                    node.name()
+                );
+                return Response::Error(WireError::sealed());
+            }
+            Some(token) => Session { token, conn }.handle(other),
+        },
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code == ErrorCode::DeviceError || e.code == ErrorCode::GeneralError {
+                tracing::warn!("{name} failed: {e}");
+            } else {
+                tracing::debug!("{name} failed: {e}");
+            }
+            Response::Error(e.into())
+        }
+    }
+}
+
+struct Session<'a> {
+    token: &'a Arc<Token>,
+    conn: &'a Connection,
+}
+
+fn new_id() -> Result<ObjectId, Error> {
+    let mut b = [0u8; 16];
+    crate::seal::random_bytes(&mut b)?;
+    Ok(ObjectId(u128::from_be_bytes(b)))
+}
+
+fn ulong_in(template: &[Attribute], code: ck::CK_ATTRIBUTE_TYPE) -> Option<u64> {
+    match hsm_proto::attr::find(template, code as u64) {
+        Some(Attribute::ModulusBits(v) | Attribute::ValueLen(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn incomplete(what: &str) -> Error {
+    Error::new(ErrorCode::TemplateIncomplete, format!("{what} is required"))
+}
+
+fn check_mechanism(mechanism: &Mechanism, flag: ck::CK_FLAGS) -> Result<(), Error> {
+    if mechlist::supports(mechanism.kind, flag as u64) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorCode::MechanismInvalid,
+            format!(
+                "mechanism {:#x} is not available for this operation",
+                mechanism.kind
+            ),
+        ))
+    }
+}
+
+impl Session<'_> {
+    fn state(&self) -> &token::TokenState {
+        self.token.machine()
+    }
+
+    fn login(&self) -> Result<Option<LoggedIn>, Error> {
+        Ok(self.conn.login.lock().map_err(|_| poisoned())?.clone())
+    }
+
+    /// The logged-in crypto user, or `UserNotLoggedIn` (admins cannot use keys).
+    fn crypto_user(&self) -> Result<String, Error> {
+        match self.login()? {
+            Some(LoggedIn {
+                user,
+                role: Role::CryptoUser,
+            }) => Ok(user),
+            Some(LoggedIn { role, .. }) => Err(Error::new(
+                ErrorCode::UserNotLoggedIn,
+                format!("a {role} cannot create or use keys; log in as a crypto user"),
+            )),
+            None => Err(Error::new(
+                ErrorCode::UserNotLoggedIn,
+                "log in as a crypto user first",
+            )),
+        }
+    }
+
+    fn visible(&self, obj: &Object, login: &Option<LoggedIn>) -> bool {
+        !obj.flag(ck::CKA_PRIVATE)
+            || matches!(login, Some(LoggedIn { user, role: Role::CryptoUser }) if *user == obj.owner)
+    }
+
+    /// Finds an object the connection may see; `invalid` is the code for "no such handle"
+    /// (`CKR_KEY_HANDLE_INVALID` in key functions, `CKR_OBJECT_HANDLE_INVALID` elsewhere).
+    fn object(&self, id: ObjectId, invalid: ErrorCode) -> Result<Arc<Object>, Error> {
+        let login = self.login()?;
+        let found = match self
+            .conn
+            .session_objects
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(&id)
+        {
+            Some((_, o)) => Some(o.clone()),
+            None => self.state().object(id)?,
+        };
+        match found {
+            Some(o) if self.visible(&o, &login) => Ok(o),
+            _ => Err(Error::new(invalid, format!("no object {id}"))),
+        }
+    }
+
+    /// A key usable for `flag` with `mechanism` by the logged-in user.
+    fn key_for(
+        &self,
+        id: ObjectId,
+        mechanism: &Mechanism,
+        mech_flag: ck::CK_FLAGS,
+        usage: ck::CK_ATTRIBUTE_TYPE,
+        needs_owner: bool,
+    ) -> Result<Arc<Object>, Error> {
+        check_mechanism(mechanism, mech_flag)?;
+        let user = if needs_owner {
+            Some(self.crypto_user()?)
+        } else {
+            None
+        };
+        let key = self.object(id, ErrorCode::KeyHandleInvalid)?;
+        if let Some(user) = user
+            && key.owner != user
+        {
+            return Err(Error::new(
+                ErrorCode::KeyHandleInvalid,
+                format!("no key {id}"),
+            ));
+        }
+        if !key.flag(usage) {
+            return Err(Error::new(
+                ErrorCode::KeyFunctionNotPermitted,
+                format!(
+                    "key {id} does not allow {}",
+                    Attribute::type_name(usage as u64)
+                ),
+            ));
+        }
+        if !key.allows_mechanism(mechanism.kind) {
+            return Err(Error::new(
+                ErrorCode::MechanismInvalid,
+                format!(
+                    "CKA_ALLOWED_MECHANISMS of key {id} excludes {:#x}",
+                    mechanism.kind
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Stores a new object: token objects through the replicated state machine, session
+    /// objects in this connection.
+    fn add(&self, session: SessionId, obj: Object) -> Result<ObjectInfo, Error> {
+        let info = obj.info();
+        if obj.is_token() {
+            token::commit(
+                self.token,
+                Command::PutObject {
+                    id: obj.id,
+                    object: obj.to_stored(),
+                },
+            )?;
+        } else {
+            self.conn
+                .session_objects
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(obj.id, (session, Arc::new(obj)));
+        }
+        Ok(info)
+    }
+
+    fn new_key_object(
+        &self,
+        id: ObjectId,
+        owner: &str,
+        mut attrs: std::collections::BTreeMap<u64, Attribute>,
+        origin: Origin,
+        body: Body,
+        material: Option<&[u8]>,
+    ) -> Result<Object, Error> {
+        object::finish(&mut attrs, id, origin);
+        let wrapped = match material {
+            Some(m) => Some(self.state().cdk().wrap(&id.0.to_be_bytes(), m)?),
+            None => None,
+        };
+        Ok(Object {
+            id,
+            attrs,
+            owner: owner.to_owned(),
+            body,
+            wrapped,
+        })
+    }
+
+    fn handle(&self, request: Request) -> Result<Response, Error> {
+        match request {
+            Request::Login {
+                user_type,
+                username,
+                password,
+            } => {
+                if self.login()?.is_some() {
+                    return Err(Error::new(
+                        ErrorCode::UserAlreadyLoggedIn,
+                        "already logged in on this connection",
+                    ));
+                }
+                let record = self.state().user(&username)?;
+                let role =
+                    self.state()
+                        .lockouts
+                        .authenticate(&username, record.as_ref(), &password)?;
+                let wanted = match user_type {
+                    UserType::User => Role::CryptoUser,
+                    UserType::SecurityOfficer => Role::Admin,
+                };
+                if role != wanted {
+                    return Err(Error::new(
+                        ErrorCode::PinIncorrect,
+                        format!("user {username} is a {role}, not a {wanted}"),
+                    ));
+                }
+                tracing::info!("user {username} logged in as {role}");
+                *self.conn.login.lock().map_err(|_| poisoned())? = Some(LoggedIn {
+                    user: username,
+                    role,
+                });
+                Ok(Response::LoggedIn { role })
+            }
+            Request::Logout => match self.conn.login.lock().map_err(|_| poisoned())?.take() {
+                Some(_) => Ok(Response::LoggedOut),
+                None => Err(Error::new(
+                    ErrorCode::UserNotLoggedIn,
+                    "nobody is logged in",
+                )),
+            },
+            Request::CreateUser {
+                username,
+                password,
+                role,
+            } => {
+                match self.login()? {
+                    Some(LoggedIn {
+                        role: Role::Admin, ..
+                    }) => {}
+                    _ => {
+                        return Err(Error::new(
+                            ErrorCode::UserNotLoggedIn,
+                            "only an admin creates users",
+                        ));
+                    }
+                }
+                users::check_name(&username)?;
+                if self.state().user(&username)?.is_some() {
+                    return Err(Error::new(
+                        ErrorCode::FunctionFailed,
+                        format!("user {username} already exists"),
+                    ));
+                }
+                let user = users::new_record(role, &password)?;
+                token::commit(
+                    self.token,
+                    Command::PutUser {
+                        name: username.clone(),
+                        user,
+                    },
+                )?;
+                tracing::info!("user {username} created with role {role}");
+                Ok(Response::UserCreated)
+            }
+            Request::CloseSession { session } => {
+                self.conn
+                    .session_objects
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .retain(|_, (s, _)| *s != session);
+                Ok(Response::SessionClosed)
+            }
+            Request::GenerateKey {
+                session,
+                mechanism,
+                template,
+            } => self.generate_key(session, &mechanism, &template),
+            Request::GenerateKeyPair {
+                session,
+                mechanism,
+                public_template,
+                private_template,
+            } => self.generate_key_pair(session, &mechanism, &public_template, &private_template),
+            Request::CreateObject { session, template } => self.create_object(session, &template),
+            Request::FindObjects { template, .. } => {
+                let login = self.login()?;
+                let mut found: Vec<ObjectInfo> = self
+                    .state()
+                    .objects()?
+                    .into_iter()
+                    .chain(
+                        self.conn
+                            .session_objects
+                            .lock()
+                            .map_err(|_| poisoned())?
+                            .values()
+                            .map(|(_, o)| o.clone()),
+                    )
+                    .filter(|o| self.visible(o, &login) && o.matches(&template))
+                    .map(|o| o.info())
+                    .collect();
+                found.sort_by_key(|i| i.id);
+                Ok(Response::Objects(found))
+            }
+            Request::GetAttributeValue { object, types, .. } => {
+                let obj = self.object(object, ErrorCode::ObjectHandleInvalid)?;
+                Ok(Response::AttributeValues(
+                    types
+                        .iter()
+                        .map(|t| obj.attribute(*t))
+                        .collect::<Vec<AttrOutcome>>(),
+                ))
+            }
+            Request::DestroyObject { object, .. } => {
+                let obj = self.object(object, ErrorCode::ObjectHandleInvalid)?;
+                if obj.is_token() {
+                    let user = self.crypto_user()?;
+                    if obj.owner != user {
+                        return Err(Error::new(
+                            ErrorCode::ObjectHandleInvalid,
+                            format!("no object {object}"),
+                        ));
+                    }
+                }
+                if !obj.flag(ck::CKA_DESTROYABLE) {
+                    return Err(Error::new(
+                        ErrorCode::ActionProhibited,
+                        format!("object {object} is not destroyable"),
+                    ));
+                }
+                if obj.is_token() {
+                    token::commit(self.token, Command::DestroyObject { id: object })?;
+                } else {
+                    self.conn
+                        .session_objects
+                        .lock()
+                        .map_err(|_| poisoned())?
+                        .remove(&object);
+                }
+                Ok(Response::ObjectDestroyed)
+            }
+            Request::Sign {
+                key,
+                mechanism,
+                data,
+                ..
+            } => {
+                let obj = self.key_for(key, &mechanism, ck::CKF_SIGN, ck::CKA_SIGN, true)?;
+                match &obj.body {
+                    Body::Secret(k) => Ok(Response::Signature(keys::sign(
+                        k,
+                        &mechanism,
+                        data.expose_secret(),
+                    )?)),
+                    _ => Err(Error::new(
+                        ErrorCode::KeyTypeInconsistent,
+                        "signing needs a private key",
+                    )),
+                }
+            }
+            Request::Verify {
+                key,
+                mechanism,
+                data,
+                signature,
+                ..
+            } => {
+                let obj = self.key_for(key, &mechanism, ck::CKF_VERIFY, ck::CKA_VERIFY, false)?;
+                let public = match &obj.body {
+                    Body::Public(p) => p.clone(),
+                    Body::Secret(s) => s.public().ok_or_else(|| {
+                        Error::new(
+                            ErrorCode::KeyTypeInconsistent,
+                            "verification needs a public key",
+                        )
+                    })?,
+                    Body::None => {
+                        return Err(Error::new(ErrorCode::KeyTypeInconsistent, "not a key"));
+                    }
+                };
+                keys::verify(&public, &mechanism, &data, &signature)?;
+                Ok(Response::Verified)
+            }
+            Request::Encrypt {
+                key,
+                mechanism,
+                data,
+                ..
+            } => {
+                let obj = self.key_for(key, &mechanism, ck::CKF_ENCRYPT, ck::CKA_ENCRYPT, true)?;
+                match &obj.body {
+                    Body::Secret(k) => Ok(Response::Ciphertext(keys::encrypt(
+                        k,
+                        &mechanism,
+                        data.expose_secret(),
+                    )?)),
+                    _ => Err(Error::new(
+                        ErrorCode::KeyTypeInconsistent,
+                        "no encryption with this key type yet",
+                    )),
+                }
+            }
+            Request::Decrypt {
+                key,
+                mechanism,
+                data,
+                ..
+            } => {
+                let obj = self.key_for(key, &mechanism, ck::CKF_DECRYPT, ck::CKA_DECRYPT, true)?;
+                match &obj.body {
+                    Body::Secret(k) => {
+                        let plain = keys::decrypt(k, &mechanism, &data)?;
+                        Ok(Response::Plaintext(SecretBytes::new(plain.to_vec())))
+                    }
+                    _ => Err(Error::new(
+                        ErrorCode::KeyTypeInconsistent,
+                        "decryption needs a secret or private key",
+                    )),
+                }
+            }
+            Request::GenerateRandom { length } => {
+                if length > hsm_proto::frame::MAX_RANDOM_LEN {
+                    return Err(Error::new(
+                        ErrorCode::DataLenRange,
+                        "at most 1 MiB of random per request",
+                    ));
+                }
+                let mut out = vec![0u8; length as usize];
+                crate::seal::random_bytes(&mut out)?;
+                Ok(Response::Random(out))
+            }
+            Request::Status | Request::Unseal(_) => Err(Error::device("handled before the token")),
+            _ => Err(Error::new(
+                ErrorCode::FunctionNotSupported,
+                "this request is not supported by this node",
+            )),
+        }
+    }
+
+    fn generate_key(
+        &self,
+        session: SessionId,
+        mechanism: &Mechanism,
+        template: &[Attribute],
+    ) -> Result<Response, Error> {
+        check_mechanism(mechanism, ck::CKF_GENERATE)?;
+        let owner = self.crypto_user()?;
+        let class = ck::CKO_SECRET_KEY as u64;
+        let key_type = ck::CKK_AES as u64;
+        let attrs = object::merge_template(
+            class,
+            Some(key_type),
+            template,
+            object::key_defaults(class, key_type),
+            Origin::Generated(mechanism.kind),
+        )?;
+        let len =
+            ulong_in(template, ck::CKA_VALUE_LEN).ok_or_else(|| incomplete("CKA_VALUE_LEN"))?;
+        let (key, material) = keys::generate_aes(len)?;
+        let id = new_id()?;
+        let obj = self.new_key_object(
+            id,
+            &owner,
+            attrs,
+            Origin::Generated(mechanism.kind),
+            Body::Secret(key),
+            Some(&material),
+        )?;
+        Ok(Response::KeyGenerated {
+            key: self.add(session, obj)?,
+        })
+    }
+
+    fn generate_key_pair(
+        &self,
+        session: SessionId,
+        mechanism: &Mechanism,
+        public_template: &[Attribute],
+        private_template: &[Attribute],
+    ) -> Result<Response, Error> {
+        check_mechanism(mechanism, ck::CKF_GENERATE_KEY_PAIR)?;
+        let owner = self.crypto_user()?;
+        let origin = Origin::Generated(mechanism.kind);
+        let pub_class = ck::CKO_PUBLIC_KEY as u64;
+        let priv_class = ck::CKO_PRIVATE_KEY as u64;
+        let (key_type, pair) = if mechanism.kind == ck::CKM_EC_KEY_PAIR_GEN as u64 {
+            let params = match hsm_proto::attr::find(public_template, ck::CKA_EC_PARAMS as u64) {
+                Some(Attribute::EcParams(p)) => p.clone(),
+                _ => return Err(incomplete("CKA_EC_PARAMS")),
+            };
+            if params != crate::der::P256_OID {
+                return Err(Error::new(
+                    ErrorCode::CurveNotSupported,
+                    "CKA_EC_PARAMS: only P-256 (prime256v1) is supported",
+                ));
+            }
+            (ck::CKK_EC as u64, keys::generate_ec_p256()?)
+        } else {
+            let bits = ulong_in(public_template, ck::CKA_MODULUS_BITS)
+                .ok_or_else(|| incomplete("CKA_MODULUS_BITS"))?;
+            if let Some(Attribute::PublicExponent(e)) =
+                hsm_proto::attr::find(public_template, ck::CKA_PUBLIC_EXPONENT as u64)
+            {
+                let trimmed: Vec<u8> = e.iter().copied().skip_while(|b| *b == 0).collect();
+                if trimmed != [1, 0, 1] {
+                    return Err(Error::new(
+                        ErrorCode::AttributeValueInvalid,
+                        "CKA_PUBLIC_EXPONENT: only 65537 is supported",
+                    ));
+                }
+            }
+            (ck::CKK_RSA as u64, keys::generate_rsa(bits)?)
+        };
+        let mut pub_attrs = object::merge_template(
+            pub_class,
+            Some(key_type),
+            public_template,
+            object::key_defaults(pub_class, key_type),
+            origin,
+        )?;
+        let mut priv_attrs = object::merge_template(
+            priv_class,
+            Some(key_type),
+            private_template,
+            object::key_defaults(priv_class, key_type),
+            origin,
+        )?;
+        match &pair.public {
+            PublicKey::EcP256 { point } => {
+                let params = Attribute::EcParams(crate::der::P256_OID.to_vec());
+                if let Some(p) = priv_attrs.get(&(ck::CKA_EC_PARAMS as u64))
+                    && *p != params
+                {
+                    return Err(Error::new(
+                        ErrorCode::TemplateInconsistent,
+                        "CKA_EC_PARAMS differs between the templates",
+                    ));
+                }
+                pub_attrs.insert(
+                    ck::CKA_EC_POINT as u64,
+                    Attribute::EcPoint(crate::der::octet_string(&point[..])),
+                );
+                priv_attrs.insert(ck::CKA_EC_PARAMS as u64, params);
+            }
+            PublicKey::Rsa {
+                modulus, exponent, ..
+            } => {
+                for attrs in [&mut pub_attrs, &mut priv_attrs] {
+                    attrs.insert(ck::CKA_MODULUS as u64, Attribute::Modulus(modulus.clone()));
+                    attrs.insert(
+                        ck::CKA_PUBLIC_EXPONENT as u64,
+                        Attribute::PublicExponent(exponent.clone()),
+                    );
+                }
+                pub_attrs.insert(
+                    ck::CKA_MODULUS_BITS as u64,
+                    Attribute::ModulusBits(modulus.len() as u64 * 8),
+                );
+            }
+        }
+        let public = self.new_key_object(
+            new_id()?,
+            &owner,
+            pub_attrs,
+            origin,
+            Body::Public(pair.public),
+            None,
+        )?;
+        let private = self.new_key_object(
+            new_id()?,
+            &owner,
+            priv_attrs,
+            origin,
+            Body::Secret(pair.private),
+            Some(&pair.material),
+        )?;
+        let public = self.add(session, public)?;
+        let private = self.add(session, private)?;
+        Ok(Response::KeyPairGenerated { public, private })
+    }
+
+    /// Imports an object from a full template. Public keys (EC P-256 and RSA) today.
+    fn create_object(&self, session: SessionId, template: &[Attribute]) -> Result<Response, Error> {
+        let owner = self.crypto_user()?;
+        let class = match hsm_proto::attr::find(template, ck::CKA_CLASS as u64) {
+            Some(Attribute::Class(c)) => *c,
+            _ => return Err(incomplete("CKA_CLASS")),
+        };
+        let key_type = match hsm_proto::attr::find(template, ck::CKA_KEY_TYPE as u64) {
+            Some(Attribute::KeyType(k)) => *k,
+            _ => return Err(incomplete("CKA_KEY_TYPE")),
+        };
+        if class != ck::CKO_PUBLIC_KEY as u64 {
+            return Err(Error::new(
+                ErrorCode::TemplateInconsistent,
+                "CKA_CLASS: this release imports public keys only",
+            ));
+        }
+        let mut attrs = object::merge_template(
+            class,
+            Some(key_type),
+            template,
+            object::key_defaults(class, key_type),
+            Origin::Created,
+        )?;
+        let public = if key_type == ck::CKK_EC as u64 {
+            match hsm_proto::attr::find(template, ck::CKA_EC_PARAMS as u64) {
+                Some(Attribute::EcParams(p)) if p == crate::der::P256_OID => {}
+                Some(_) => {
+                    return Err(Error::new(
+                        ErrorCode::CurveNotSupported,
+                        "CKA_EC_PARAMS: only P-256 is supported",
+                    ));
+                }
+                None => return Err(incomplete("CKA_EC_PARAMS")),
+            }
+            let point = match hsm_proto::attr::find(template, ck::CKA_EC_POINT as u64) {
+                Some(Attribute::EcPoint(p)) => p,
+                _ => return Err(incomplete("CKA_EC_POINT")),
+            };
+            let public = keys::ec_p256_public_from_attribute(point)?;
+            if let PublicKey::EcP256 { point } = &public {
+                // Stored in the encoding the spec prescribes, whatever form came in.
+                attrs.insert(
+                    ck::CKA_EC_POINT as u64,
+                    Attribute::EcPoint(crate::der::octet_string(point)),
+                );
+            }
+            public
+        } else if key_type == ck::CKK_RSA as u64 {
+            let (Some(Attribute::Modulus(n)), Some(Attribute::PublicExponent(e))) = (
+                hsm_proto::attr::find(template, ck::CKA_MODULUS as u64),
+                hsm_proto::attr::find(template, ck::CKA_PUBLIC_EXPONENT as u64),
+            ) else {
+                return Err(incomplete("CKA_MODULUS and CKA_PUBLIC_EXPONENT"));
+            };
+            let public = keys::rsa_public_from_components(n, e)?;
+            if let PublicKey::Rsa {
+                modulus, exponent, ..
+            } = &public
+            {
+                attrs.insert(ck::CKA_MODULUS as u64, Attribute::Modulus(modulus.clone()));
+                attrs.insert(
+                    ck::CKA_PUBLIC_EXPONENT as u64,
+                    Attribute::PublicExponent(exponent.clone()),
+                );
+                attrs.insert(
+                    ck::CKA_MODULUS_BITS as u64,
+                    Attribute::ModulusBits(modulus.len() as u64 * 8),
+                );
+            }
+            public
+        } else {
+            return Err(Error::new(
+                ErrorCode::AttributeValueInvalid,
+                "CKA_KEY_TYPE: EC or RSA public keys only",
+            ));
+        };
+        let obj = self.new_key_object(
+            new_id()?,
+            &owner,
+            attrs,
+            Origin::Created,
+            Body::Public(public),
+            None,
+        )?;
+        Ok(Response::ObjectCreated(self.add(session, obj)?))
+    }
+}

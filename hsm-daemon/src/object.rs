@@ -1,0 +1,566 @@
+//! Objects: attributes, the per-class attribute rules, and template processing.
+//!
+//! An object's attribute map never holds secret key components; those live only in the
+//! object's ready-to-use key and, for storage and replication, in its blob wrapped under the
+//! cluster domain key.
+
+use crate::error::Error;
+use crate::keys::{PublicKey, SecretKey};
+use crate::seal::ClusterDomainKey;
+use cryptoki_sys as ck;
+use hsm_proto::{AttrOutcome, Attribute, ErrorCode, ObjectId, ObjectInfo, SecretBytes};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const DATA: u8 = 1 << 0;
+const CERT: u8 = 1 << 1;
+const PUB: u8 = 1 << 2;
+const PRIV: u8 = 1 << 3;
+const SECRET: u8 = 1 << 4;
+const KEYS: u8 = PUB | PRIV | SECRET;
+const ALL: u8 = DATA | CERT | KEYS;
+
+const RSA: u8 = 1 << 0;
+const EC: u8 = 1 << 1;
+const AES: u8 = 1 << 2;
+const ANY: u8 = RSA | EC | AES;
+
+/// Set by the token only; a template may not give it (`CKR_ATTRIBUTE_READ_ONLY`).
+const TOKEN_SET: u8 = 1 << 0;
+/// Computed at generation; a generate template may not give it.
+const NOT_IN_GENERATE: u8 = 1 << 1;
+/// A secret component: revealed only for a non-sensitive, extractable key.
+const SECRET_PART: u8 = 1 << 2;
+
+/// Which classes and key types an attribute belongs to, and how it may be set.
+#[derive(Clone, Copy, Debug)]
+struct Rule {
+    code: u64,
+    classes: u8,
+    key_types: u8,
+    flags: u8,
+}
+
+const fn rule(code: ck::CK_ATTRIBUTE_TYPE, classes: u8, key_types: u8, flags: u8) -> Rule {
+    Rule {
+        code: code as u64,
+        classes,
+        key_types,
+        flags,
+    }
+}
+
+/// Attribute rules, sorted by `CKA_*` value (a test keeps it sorted).
+const RULES: &[Rule] = &[
+    rule(ck::CKA_CLASS, ALL, ANY, 0),
+    rule(ck::CKA_TOKEN, ALL, ANY, 0),
+    rule(ck::CKA_PRIVATE, ALL, ANY, 0),
+    rule(ck::CKA_LABEL, ALL, ANY, 0),
+    rule(ck::CKA_UNIQUE_ID, ALL, ANY, TOKEN_SET),
+    rule(ck::CKA_APPLICATION, DATA, ANY, 0),
+    rule(
+        ck::CKA_VALUE,
+        DATA | CERT | PRIV | SECRET,
+        EC | AES,
+        NOT_IN_GENERATE | SECRET_PART,
+    ),
+    rule(ck::CKA_OBJECT_ID, DATA, ANY, 0),
+    rule(ck::CKA_CERTIFICATE_TYPE, CERT, ANY, 0),
+    rule(ck::CKA_ISSUER, CERT, ANY, 0),
+    rule(ck::CKA_SERIAL_NUMBER, CERT, ANY, 0),
+    rule(ck::CKA_TRUSTED, CERT | PUB | SECRET, ANY, 0),
+    rule(ck::CKA_CERTIFICATE_CATEGORY, CERT, ANY, 0),
+    rule(ck::CKA_CHECK_VALUE, CERT | SECRET, ANY, TOKEN_SET),
+    rule(ck::CKA_KEY_TYPE, KEYS, ANY, 0),
+    rule(ck::CKA_SUBJECT, CERT | PUB | PRIV, ANY, 0),
+    rule(ck::CKA_ID, CERT | KEYS, ANY, 0),
+    rule(ck::CKA_SENSITIVE, PRIV | SECRET, ANY, 0),
+    rule(ck::CKA_ENCRYPT, PUB | SECRET, ANY, 0),
+    rule(ck::CKA_DECRYPT, PRIV | SECRET, ANY, 0),
+    rule(ck::CKA_WRAP, PUB | SECRET, ANY, 0),
+    rule(ck::CKA_UNWRAP, PRIV | SECRET, ANY, 0),
+    rule(ck::CKA_SIGN, PRIV | SECRET, ANY, 0),
+    rule(ck::CKA_SIGN_RECOVER, PRIV, ANY, 0),
+    rule(ck::CKA_VERIFY, PUB | SECRET, ANY, 0),
+    rule(ck::CKA_VERIFY_RECOVER, PUB, ANY, 0),
+    rule(ck::CKA_DERIVE, KEYS, ANY, 0),
+    rule(ck::CKA_START_DATE, CERT | KEYS, ANY, 0),
+    rule(ck::CKA_END_DATE, CERT | KEYS, ANY, 0),
+    rule(ck::CKA_MODULUS, PUB | PRIV, RSA, NOT_IN_GENERATE),
+    rule(ck::CKA_MODULUS_BITS, PUB, RSA, 0),
+    rule(ck::CKA_PUBLIC_EXPONENT, PUB | PRIV, RSA, 0),
+    rule(
+        ck::CKA_PRIVATE_EXPONENT,
+        PRIV,
+        RSA,
+        NOT_IN_GENERATE | SECRET_PART,
+    ),
+    rule(ck::CKA_PRIME_1, PRIV, RSA, NOT_IN_GENERATE | SECRET_PART),
+    rule(ck::CKA_PRIME_2, PRIV, RSA, NOT_IN_GENERATE | SECRET_PART),
+    rule(ck::CKA_EXPONENT_1, PRIV, RSA, NOT_IN_GENERATE | SECRET_PART),
+    rule(ck::CKA_EXPONENT_2, PRIV, RSA, NOT_IN_GENERATE | SECRET_PART),
+    rule(
+        ck::CKA_COEFFICIENT,
+        PRIV,
+        RSA,
+        NOT_IN_GENERATE | SECRET_PART,
+    ),
+    rule(ck::CKA_PUBLIC_KEY_INFO, PUB | PRIV, ANY, TOKEN_SET),
+    rule(ck::CKA_VALUE_LEN, SECRET, AES, 0),
+    rule(ck::CKA_EXTRACTABLE, PRIV | SECRET, ANY, 0),
+    rule(ck::CKA_LOCAL, KEYS, ANY, TOKEN_SET),
+    rule(ck::CKA_NEVER_EXTRACTABLE, PRIV | SECRET, ANY, TOKEN_SET),
+    rule(ck::CKA_ALWAYS_SENSITIVE, PRIV | SECRET, ANY, TOKEN_SET),
+    rule(ck::CKA_KEY_GEN_MECHANISM, KEYS, ANY, TOKEN_SET),
+    rule(ck::CKA_MODIFIABLE, ALL, ANY, 0),
+    rule(ck::CKA_COPYABLE, ALL, ANY, 0),
+    rule(ck::CKA_DESTROYABLE, ALL, ANY, 0),
+    rule(ck::CKA_EC_PARAMS, PUB | PRIV, EC, 0),
+    rule(ck::CKA_EC_POINT, PUB, EC, NOT_IN_GENERATE),
+    rule(ck::CKA_ALWAYS_AUTHENTICATE, PRIV, ANY, 0),
+    rule(ck::CKA_WRAP_WITH_TRUSTED, PRIV | SECRET, ANY, 0),
+    rule(ck::CKA_ALLOWED_MECHANISMS, KEYS, ANY, 0),
+];
+
+fn find_rule(code: u64) -> Option<&'static Rule> {
+    RULES
+        .binary_search_by_key(&code, |r| r.code)
+        .ok()
+        .map(|i| &RULES[i])
+}
+
+fn class_bit(class: u64) -> u8 {
+    match class {
+        c if c == ck::CKO_DATA as u64 => DATA,
+        c if c == ck::CKO_CERTIFICATE as u64 => CERT,
+        c if c == ck::CKO_PUBLIC_KEY as u64 => PUB,
+        c if c == ck::CKO_PRIVATE_KEY as u64 => PRIV,
+        c if c == ck::CKO_SECRET_KEY as u64 => SECRET,
+        _ => 0,
+    }
+}
+
+fn key_type_bit(key_type: Option<u64>) -> u8 {
+    match key_type {
+        Some(k) if k == ck::CKK_RSA as u64 => RSA,
+        Some(k) if k == ck::CKK_EC as u64 => EC,
+        Some(k) if k == ck::CKK_AES as u64 => AES,
+        _ => ANY,
+    }
+}
+
+fn name(code: u64) -> &'static str {
+    Attribute::type_name(code)
+}
+
+/// Whether an object is made by the token (generate) or handed in whole (create/import).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `C_GenerateKey`/`C_GenerateKeyPair` with this mechanism.
+    Generated(u64),
+    /// `C_CreateObject`.
+    Created,
+}
+
+/// Checks a template against the rules for `class`/`key_type` and merges it over `defaults`.
+/// Token-set attributes (`CKA_LOCAL`, …) are filled in by [`finish`] afterwards.
+///
+/// # Errors
+/// `AttributeReadOnly` for an attribute only the token sets; `TemplateInconsistent` for one
+/// that does not belong to this kind of object or contradicts another; each names the
+/// attribute.
+pub fn merge_template(
+    class: u64,
+    key_type: Option<u64>,
+    template: &[Attribute],
+    defaults: Vec<Attribute>,
+    origin: Origin,
+) -> Result<BTreeMap<u64, Attribute>, Error> {
+    let cbit = class_bit(class);
+    let kbit = key_type_bit(key_type);
+    let mut attrs: BTreeMap<u64, Attribute> =
+        defaults.into_iter().map(|a| (a.type_code(), a)).collect();
+    let mut given: BTreeMap<u64, &Attribute> = BTreeMap::new();
+    for a in template {
+        let code = a.type_code();
+        let inconsistent = |why: &str| {
+            Error::new(
+                ErrorCode::TemplateInconsistent,
+                format!("{}: {why}", name(code)),
+            )
+        };
+        let rule = find_rule(code).ok_or_else(|| inconsistent("not valid for any key object"))?;
+        if rule.classes & cbit == 0 || rule.key_types & kbit == 0 {
+            return Err(inconsistent("does not apply to this class or key type"));
+        }
+        if rule.flags & TOKEN_SET != 0 {
+            return Err(Error::new(
+                ErrorCode::AttributeReadOnly,
+                format!("{} is set by the token", name(code)),
+            ));
+        }
+        if matches!(origin, Origin::Generated(_))
+            && rule.flags & (NOT_IN_GENERATE | SECRET_PART) != 0
+        {
+            return Err(inconsistent("is computed by key generation"));
+        }
+        if let Some(prev) = given.insert(code, a)
+            && prev != a
+        {
+            return Err(inconsistent("given twice with different values"));
+        }
+        match a {
+            Attribute::Class(c) if *c != class => {
+                return Err(inconsistent("contradicts the mechanism"));
+            }
+            Attribute::KeyType(k) if Some(*k) != key_type => {
+                return Err(inconsistent("contradicts the mechanism"));
+            }
+            Attribute::Trusted(true) => {
+                return Err(Error::new(
+                    ErrorCode::AttributeReadOnly,
+                    "CKA_TRUSTED can be set only by an administrator",
+                ));
+            }
+            _ => {}
+        }
+        // Secret components never enter the attribute map (see the module docs).
+        if rule.flags & SECRET_PART == 0 {
+            attrs.insert(code, a.clone());
+        }
+    }
+    Ok(attrs)
+}
+
+/// Fills in the attributes only the token sets.
+pub fn finish(attrs: &mut BTreeMap<u64, Attribute>, id: ObjectId, origin: Origin) {
+    let class = match attrs.get(&(ck::CKA_CLASS as u64)) {
+        Some(Attribute::Class(c)) => *c,
+        _ => 0,
+    };
+    let mut put = |a: Attribute| {
+        attrs.insert(a.type_code(), a);
+    };
+    put(Attribute::UniqueId(id.to_string().into_bytes()));
+    if class_bit(class) & KEYS != 0 {
+        put(Attribute::Local(matches!(origin, Origin::Generated(_))));
+        put(Attribute::KeyGenMechanism(match origin {
+            Origin::Generated(m) => m,
+            Origin::Created => ck::CK_UNAVAILABLE_INFORMATION as u64,
+        }));
+    }
+    if class_bit(class) & (PRIV | SECRET) != 0 {
+        let sensitive = matches!(
+            attrs.get(&(ck::CKA_SENSITIVE as u64)),
+            Some(Attribute::Sensitive(true))
+        );
+        let extractable = matches!(
+            attrs.get(&(ck::CKA_EXTRACTABLE as u64)),
+            Some(Attribute::Extractable(true))
+        );
+        let generated = matches!(origin, Origin::Generated(_));
+        attrs.insert(
+            ck::CKA_ALWAYS_SENSITIVE as u64,
+            Attribute::AlwaysSensitive(generated && sensitive),
+        );
+        attrs.insert(
+            ck::CKA_NEVER_EXTRACTABLE as u64,
+            Attribute::NeverExtractable(generated && !extractable),
+        );
+    }
+}
+
+/// Attributes every object has, with the defaults of a key of `class`.
+pub fn key_defaults(class: u64, key_type: u64) -> Vec<Attribute> {
+    let cbit = class_bit(class);
+    let rsa = key_type == ck::CKK_RSA as u64;
+    let mut v = vec![
+        Attribute::Class(class),
+        Attribute::KeyType(key_type),
+        Attribute::Token(false),
+        Attribute::Private(cbit != PUB),
+        Attribute::Modifiable(true),
+        Attribute::Copyable(true),
+        Attribute::Destroyable(true),
+        Attribute::Label(Vec::new()),
+        Attribute::Id(Vec::new()),
+        Attribute::StartDate(Vec::new()),
+        Attribute::EndDate(Vec::new()),
+        Attribute::Derive(false),
+        Attribute::AllowedMechanisms(Vec::new()),
+    ];
+    match cbit {
+        PUB => v.extend([
+            Attribute::Subject(Vec::new()),
+            Attribute::Encrypt(rsa),
+            Attribute::Verify(true),
+            Attribute::VerifyRecover(false),
+            Attribute::Wrap(false),
+            Attribute::Trusted(false),
+        ]),
+        PRIV => v.extend([
+            Attribute::Subject(Vec::new()),
+            Attribute::Sensitive(true),
+            Attribute::Decrypt(rsa),
+            Attribute::Sign(true),
+            Attribute::SignRecover(false),
+            Attribute::Unwrap(false),
+            Attribute::Extractable(false),
+            Attribute::AlwaysAuthenticate(false),
+            Attribute::WrapWithTrusted(false),
+        ]),
+        SECRET => v.extend([
+            Attribute::Sensitive(true),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Extractable(false),
+            Attribute::WrapWithTrusted(false),
+            Attribute::Trusted(false),
+        ]),
+        _ => {}
+    }
+    v
+}
+
+/// An object as stored on disk and carried by the replicated log: attributes (no secrets),
+/// owner, and key material wrapped under the cluster domain key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// Attributes, without secret components.
+    pub attrs: Vec<Attribute>,
+    /// The crypto user who owns it.
+    pub owner: String,
+    /// Key material wrapped under the CDK with the object id as context, if a private or
+    /// secret key.
+    pub wrapped: Option<Vec<u8>>,
+}
+
+/// What an object holds besides attributes.
+#[derive(Debug)]
+pub enum Body {
+    /// Data objects, certificates.
+    None,
+    /// Private or secret key, ready to use.
+    Secret(SecretKey),
+    /// Public key, ready to verify with.
+    Public(PublicKey),
+}
+
+/// An object in memory.
+#[derive(Debug)]
+pub struct Object {
+    /// Stable id.
+    pub id: ObjectId,
+    /// Attributes by `CKA_*` code.
+    pub attrs: BTreeMap<u64, Attribute>,
+    /// Owner (crypto user name).
+    pub owner: String,
+    /// Key.
+    pub body: Body,
+    /// Wrapped material, kept to store or replicate the object again without unwrapping.
+    pub wrapped: Option<Vec<u8>>,
+}
+
+impl Object {
+    /// Rebuilds an object from its stored form: unwraps and parses the key once.
+    ///
+    /// # Errors
+    /// `DeviceError` if the wrapped material does not open under the CDK for this id.
+    pub fn from_stored(
+        id: ObjectId,
+        stored: StoredObject,
+        cdk: &ClusterDomainKey,
+    ) -> Result<Object, Error> {
+        let attrs: BTreeMap<u64, Attribute> = stored
+            .attrs
+            .into_iter()
+            .map(|a| (a.type_code(), a))
+            .collect();
+        let body = match &stored.wrapped {
+            Some(w) => {
+                let material = cdk.unwrap(&id.0.to_be_bytes(), w).map_err(|_| {
+                    Error::device(format!(
+                        "key {id} does not unwrap under the cluster domain key"
+                    ))
+                })?;
+                Body::Secret(crate::keys::parse_material(&material)?)
+            }
+            None => public_body(&attrs)?,
+        };
+        Ok(Object {
+            id,
+            attrs,
+            owner: stored.owner,
+            body,
+            wrapped: stored.wrapped,
+        })
+    }
+
+    /// The stored form.
+    pub fn to_stored(&self) -> StoredObject {
+        StoredObject {
+            attrs: self.attrs.values().cloned().collect(),
+            owner: self.owner.clone(),
+            wrapped: self.wrapped.clone(),
+        }
+    }
+
+    /// `CKA_CLASS`.
+    pub fn class(&self) -> u64 {
+        match self.attrs.get(&(ck::CKA_CLASS as u64)) {
+            Some(Attribute::Class(c)) => *c,
+            _ => ck::CKO_DATA as u64,
+        }
+    }
+
+    /// `CKA_KEY_TYPE`, for keys.
+    pub fn key_type(&self) -> Option<u64> {
+        match self.attrs.get(&(ck::CKA_KEY_TYPE as u64)) {
+            Some(Attribute::KeyType(k)) => Some(*k),
+            _ => None,
+        }
+    }
+
+    /// A boolean attribute, false when absent.
+    pub fn flag(&self, code: ck::CK_ATTRIBUTE_TYPE) -> bool {
+        matches!(self.attrs.get(&(code as u64)).map(|a| a.to_raw()), Some(v) if v.as_slice() == [1])
+    }
+
+    /// Whether this is a token (persistent) object.
+    pub fn is_token(&self) -> bool {
+        self.flag(ck::CKA_TOKEN)
+    }
+
+    /// Whether `mechanism` is allowed by `CKA_ALLOWED_MECHANISMS` (empty allows all).
+    pub fn allows_mechanism(&self, mechanism: u64) -> bool {
+        match self.attrs.get(&(ck::CKA_ALLOWED_MECHANISMS as u64)) {
+            Some(Attribute::AllowedMechanisms(list)) => {
+                list.is_empty() || list.contains(&mechanism)
+            }
+            _ => true,
+        }
+    }
+
+    /// The summary the module caches with a handle.
+    pub fn info(&self) -> ObjectInfo {
+        let mut usage = 0;
+        for (code, bit) in [
+            (ck::CKA_SIGN, ObjectInfo::SIGN),
+            (ck::CKA_VERIFY, ObjectInfo::VERIFY),
+            (ck::CKA_ENCRYPT, ObjectInfo::ENCRYPT),
+            (ck::CKA_DECRYPT, ObjectInfo::DECRYPT),
+            (ck::CKA_WRAP, ObjectInfo::WRAP),
+            (ck::CKA_UNWRAP, ObjectInfo::UNWRAP),
+            (ck::CKA_DERIVE, ObjectInfo::DERIVE),
+            (ck::CKA_TOKEN, ObjectInfo::TOKEN),
+            (ck::CKA_PRIVATE, ObjectInfo::PRIVATE),
+        ] {
+            if self.flag(code) {
+                usage |= bit;
+            }
+        }
+        ObjectInfo {
+            id: self.id,
+            class: self.class(),
+            key_type: self.key_type(),
+            usage,
+        }
+    }
+
+    /// Whether every attribute of `template` is present here with an equal value.
+    pub fn matches(&self, template: &[Attribute]) -> bool {
+        template
+            .iter()
+            .all(|t| self.attrs.get(&t.type_code()) == Some(t))
+    }
+
+    /// One attribute for `C_GetAttributeValue`, under the spec's rules for secrets.
+    pub fn attribute(&self, code: u64) -> AttrOutcome {
+        if let Some(a) = self.attrs.get(&code) {
+            return AttrOutcome::Value(a.clone());
+        }
+        let Some(rule) = find_rule(code) else {
+            return AttrOutcome::Invalid;
+        };
+        if rule.flags & SECRET_PART == 0
+            || rule.classes & class_bit(self.class()) == 0
+            || rule.key_types & key_type_bit(self.key_type()) == 0
+        {
+            return AttrOutcome::Invalid;
+        }
+        if self.flag(ck::CKA_SENSITIVE) || !self.flag(ck::CKA_EXTRACTABLE) {
+            return AttrOutcome::Sensitive;
+        }
+        match (&self.body, code) {
+            (Body::Secret(k), c) if c == ck::CKA_VALUE as u64 => match k.value() {
+                Some(v) => AttrOutcome::Value(Attribute::Value(SecretBytes::from_slice(&v))),
+                None => AttrOutcome::Invalid,
+            },
+            // RSA private components of extractable keys come with key export (the full
+            // token issue); until then they are not revealed.
+            _ => AttrOutcome::Sensitive,
+        }
+    }
+}
+
+fn public_body(attrs: &BTreeMap<u64, Attribute>) -> Result<Body, Error> {
+    let class = attrs.get(&(ck::CKA_CLASS as u64));
+    if class != Some(&Attribute::Class(ck::CKO_PUBLIC_KEY as u64)) {
+        return Ok(Body::None);
+    }
+    match (
+        attrs.get(&(ck::CKA_EC_POINT as u64)),
+        attrs.get(&(ck::CKA_MODULUS as u64)),
+        attrs.get(&(ck::CKA_PUBLIC_EXPONENT as u64)),
+    ) {
+        (Some(Attribute::EcPoint(p)), _, _) => {
+            Ok(Body::Public(crate::keys::ec_p256_public_from_attribute(p)?))
+        }
+        (_, Some(Attribute::Modulus(n)), Some(Attribute::PublicExponent(e))) => {
+            Ok(Body::Public(crate::keys::rsa_public_from_components(n, e)?))
+        }
+        _ => Ok(Body::None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_sorted_and_unique() {
+        assert!(RULES.windows(2).all(|w| w[0].code < w[1].code));
+    }
+
+    #[test]
+    fn token_set_attributes_are_read_only() {
+        let err = merge_template(
+            ck::CKO_SECRET_KEY as u64,
+            Some(ck::CKK_AES as u64),
+            &[Attribute::Local(true)],
+            Vec::new(),
+            Origin::Generated(ck::CKM_AES_KEY_GEN as u64),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::AttributeReadOnly);
+        assert!(err.message.contains("CKA_LOCAL"), "{}", err.message);
+    }
+
+    #[test]
+    fn attributes_of_other_classes_are_inconsistent() {
+        let err = merge_template(
+            ck::CKO_SECRET_KEY as u64,
+            Some(ck::CKK_AES as u64),
+            &[Attribute::ModulusBits(2048)],
+            Vec::new(),
+            Origin::Generated(ck::CKM_AES_KEY_GEN as u64),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::TemplateInconsistent);
+        assert!(err.message.contains("CKA_MODULUS_BITS"));
+    }
+}
