@@ -57,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -167,13 +168,14 @@ fn init(
     let meta = SealMeta {
         version: 1,
         node: config.node_name.clone(),
+        cluster: cluster.to_owned(),
         method,
     };
     let sealed = SealedStore::new(store.clone(), nsk);
     let cdk = ClusterDomainKey::generate().map_err(|e| e.to_string())?;
     // The sealed records first, the clear seal record last: a crash in between leaves a store
     // that still reads as uninitialized and can be initialized again.
-    TokenState::initialize(&sealed, &cdk, cluster, (admin, admin_record))
+    TokenState::initialize(&sealed, &cdk, (admin, admin_record))
         .map_err(|e: Error| e.to_string())?;
     let mut batch = Batch::default();
     batch.put(

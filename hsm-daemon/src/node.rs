@@ -5,8 +5,7 @@ use crate::seal::UnsealMethod;
 use crate::store::Store;
 use crate::store::Table;
 use crate::store::sealed::{SEAL_META_KEY, SealedStore};
-use crate::token::{CLUSTER_KEY, Token, TokenState};
-use hsm_proto::ErrorCode;
+use crate::token::{Token, TokenState};
 use hsm_proto::msg::{NodeStatus, SealState, UnsealSecret};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,6 +17,8 @@ pub struct SealMeta {
     pub version: u32,
     /// Node name at init.
     pub node: String,
+    /// Cluster name (not secret; shown by status while sealed).
+    pub cluster: String,
     /// Unseal method and its parameters.
     pub method: UnsealMethod,
 }
@@ -44,7 +45,6 @@ pub struct Node {
     raw: Arc<dyn Store>,
     meta: SealMeta,
     token: OnceLock<Arc<Token>>,
-    cluster: OnceLock<String>,
     unsealing: Mutex<()>,
 }
 
@@ -64,7 +64,6 @@ impl Node {
             raw,
             meta,
             token: OnceLock::new(),
-            cluster: OnceLock::new(),
             unsealing: Mutex::new(()),
         })
     }
@@ -84,7 +83,7 @@ impl Node {
         let token = self.token();
         NodeStatus {
             node: self.name.clone(),
-            cluster: self.cluster.get().cloned().unwrap_or_default(),
+            cluster: self.meta.cluster.clone(),
             seal: if token.is_some() {
                 SealState::Unsealed
             } else {
@@ -112,11 +111,6 @@ impl Node {
         }
         let nsk = self.meta.method.derive(secret)?;
         let store = SealedStore::new(self.raw.clone(), nsk);
-        let cluster = store
-            .get(Table::Meta, CLUSTER_KEY)
-            .map_err(|_| Error::new(ErrorCode::PinIncorrect, "the unseal secret is incorrect"))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
         let state = TokenState::load(store)?;
         if self.meta.method.is_dev() {
             tracing::warn!(
@@ -124,7 +118,6 @@ impl Node {
                 self.name
             );
         }
-        let _ = self.cluster.set(cluster);
         let _ = self.token.set(Arc::new(Token::new(state)));
         Ok(())
     }

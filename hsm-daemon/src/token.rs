@@ -20,8 +20,6 @@ use zeroize::Zeroizing;
 
 /// Meta-table key of the sealed cluster domain key.
 pub const CDK_KEY: &[u8] = b"cdk";
-/// Meta-table key of the cluster name.
-pub const CLUSTER_KEY: &[u8] = b"cluster";
 
 /// A change of token state, as the replicated log will carry it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -127,14 +125,13 @@ impl TokenState {
         })
     }
 
-    /// Writes a brand-new token (at init): the sealed CDK, the cluster name, the first admin.
+    /// Writes a brand-new token (at init): the sealed CDK and the first admin.
     ///
     /// # Errors
     /// If the store fails.
     pub fn initialize(
         store: &SealedStore,
         cdk: &ClusterDomainKey,
-        cluster: &str,
         admin: (&str, UserRecord),
     ) -> Result<(), Error> {
         let mut batch = SealedBatch::default();
@@ -142,11 +139,6 @@ impl TokenState {
             Table::Meta,
             CDK_KEY.to_vec(),
             Zeroizing::new(cdk.expose_secret().to_vec()),
-        );
-        batch.put(
-            Table::Meta,
-            CLUSTER_KEY.to_vec(),
-            Zeroizing::new(cluster.as_bytes().to_vec()),
         );
         batch.put(Table::Users, admin.0.as_bytes().to_vec(), encode(&admin.1)?);
         store.commit(batch)
