@@ -22,5 +22,8 @@ pub mod tls;
 pub use attr::{AttrOutcome, Attribute};
 pub use error::{ErrorCode, WireError};
 pub use mech::{Mechanism, MechanismParams};
-pub use msg::{Envelope, ObjectId, ObjectInfo, Request, RequestId, Response, SessionId};
+pub use msg::{
+    Envelope, ObjectId, ObjectInfo, OperationKind, OperationStart, Request, RequestId, Response,
+    SessionId,
+};
 pub use secret::{Password, SecretBytes};

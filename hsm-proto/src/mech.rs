@@ -56,4 +56,38 @@ pub enum MechanismParams {
     },
     /// A bare byte string parameter (an IV for CBC, say).
     Bytes(Vec<u8>),
+    /// `CK_GCM_PARAMS` whose IV the token generates (the caller passed an all-zero IV, the
+    /// CloudHSM convention); the generated IV comes back in the response and the module writes
+    /// it into the caller's `pIv`.
+    GcmGeneratedIv {
+        /// IV length wanted (12).
+        iv_len: u64,
+        /// Additional authenticated data.
+        aad: Vec<u8>,
+        /// Tag length in bits.
+        tag_bits: u64,
+    },
+    /// `CK_AES_CTR_PARAMS`.
+    AesCtr {
+        /// Bits of the counter block that increment.
+        counter_bits: u64,
+        /// Initial counter block (16 bytes).
+        block: Vec<u8>,
+    },
+    /// `CK_ECDH1_DERIVE_PARAMS`.
+    Ecdh1Derive {
+        /// `CKD_NULL` or `CKD_SHA*_KDF`.
+        kdf: u64,
+        /// KDF shared data (empty for `CKD_NULL`).
+        shared_data: Vec<u8>,
+        /// The other party's public point (raw or DER OCTET STRING).
+        public_data: Vec<u8>,
+    },
+    /// `CK_EDDSA_PARAMS` (Ed25519ph / Ed25519ctx).
+    Eddsa {
+        /// Pre-hash variant.
+        prehash: bool,
+        /// Context string.
+        context: Vec<u8>,
+    },
 }

@@ -183,6 +183,32 @@ pub struct NodeStatus {
     pub version: String,
 }
 
+/// Which of a session's operations a multi-part request continues. A session has at most one
+/// active operation of each kind, as PKCS#11 says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OperationKind {
+    /// `C_SignUpdate`/`C_SignFinal`.
+    Sign,
+    /// `C_VerifyUpdate`/`C_VerifyFinal`.
+    Verify,
+    /// `C_EncryptUpdate`/`C_EncryptFinal`.
+    Encrypt,
+    /// `C_DecryptUpdate`/`C_DecryptFinal`.
+    Decrypt,
+    /// `C_DigestUpdate`/`C_DigestKey`/`C_DigestFinal`.
+    Digest,
+}
+
+/// What starts a multi-part operation on the node. The module initializes operations
+/// locally (no round trip at `C_*Init`) and sends this with the first `*Update`/`*Final`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationStart {
+    /// The key (none for digests).
+    pub key: Option<ObjectId>,
+    /// The mechanism.
+    pub mechanism: Mechanism,
+}
+
 /// A request from a client (module or hsmctl) to a node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -319,6 +345,131 @@ pub enum Request {
         /// Bytes wanted (at most [`crate::frame::MAX_RANDOM_LEN`]).
         length: u32,
     },
+    /// → [`Response::ObjectUpdated`].
+    SetAttributeValue {
+        /// Session.
+        session: SessionId,
+        /// The object.
+        object: ObjectId,
+        /// New values.
+        template: Vec<Attribute>,
+    },
+    /// → [`Response::ObjectCreated`].
+    CopyObject {
+        /// Session (owner of the copy if it is a session object).
+        session: SessionId,
+        /// The original.
+        object: ObjectId,
+        /// Attributes that differ in the copy.
+        template: Vec<Attribute>,
+    },
+    /// → [`Response::ObjectSize`].
+    GetObjectSize {
+        /// Session.
+        session: SessionId,
+        /// The object.
+        object: ObjectId,
+    },
+    /// → [`Response::OperationData`]: feeds data to a multi-part operation; encryption and
+    /// decryption answer with the output produced so far, the others with nothing.
+    OperationUpdate {
+        /// Session.
+        session: SessionId,
+        /// Which operation.
+        kind: OperationKind,
+        /// Set on the first update: starts (or restarts) the operation.
+        start: Option<OperationStart>,
+        /// Input.
+        data: SecretBytes,
+    },
+    /// → [`Response::OperationData`] (the signature, digest or last output) or, for verify,
+    /// [`Response::Verified`]. Ends the operation, whatever the outcome.
+    OperationFinal {
+        /// Session.
+        session: SessionId,
+        /// Which operation.
+        kind: OperationKind,
+        /// Set when no update came before (an operation over empty input).
+        start: Option<OperationStart>,
+        /// The signature to check, for verify.
+        signature: Option<Vec<u8>>,
+    },
+    /// → [`Response::OperationData`] (empty): `C_DigestKey`, the key's value fed to a digest.
+    DigestKey {
+        /// Session.
+        session: SessionId,
+        /// Set if the digest has not been started on the node yet.
+        start: Option<OperationStart>,
+        /// The secret key whose value is digested.
+        key: ObjectId,
+    },
+    /// → [`Response::OperationCancelled`]: drops an operation's state (after an error the
+    /// module saw, or a new `*Init` replacing an abandoned one).
+    OperationCancel {
+        /// Session.
+        session: SessionId,
+        /// Which operation.
+        kind: OperationKind,
+    },
+    /// → [`Response::Digest`]: single-part `C_Digest`.
+    Digest {
+        /// Session.
+        session: SessionId,
+        /// `CKM_SHA*`.
+        mechanism: Mechanism,
+        /// Data.
+        data: SecretBytes,
+    },
+    /// → [`Response::WrappedKey`].
+    WrapKey {
+        /// Session.
+        session: SessionId,
+        /// Wrapping mechanism.
+        mechanism: Mechanism,
+        /// The wrapping key.
+        wrapping_key: ObjectId,
+        /// The key to wrap.
+        key: ObjectId,
+    },
+    /// → [`Response::ObjectCreated`].
+    UnwrapKey {
+        /// Session.
+        session: SessionId,
+        /// Unwrapping mechanism.
+        mechanism: Mechanism,
+        /// The unwrapping key.
+        unwrapping_key: ObjectId,
+        /// The wrapped key.
+        wrapped: Vec<u8>,
+        /// Template of the new key.
+        template: Vec<Attribute>,
+    },
+    /// → [`Response::ObjectCreated`].
+    DeriveKey {
+        /// Session.
+        session: SessionId,
+        /// Derivation mechanism (`CKM_ECDH1_DERIVE`).
+        mechanism: Mechanism,
+        /// The base key.
+        base_key: ObjectId,
+        /// Template of the derived key.
+        template: Vec<Attribute>,
+    },
+    /// → [`Response::PinChanged`]: `C_SetPIN`, the logged-in user's own password.
+    SetPin {
+        /// Current password.
+        old: Password,
+        /// New password.
+        new: Password,
+    },
+    /// → [`Response::PinChanged`]: `C_InitPIN` in an admin session; creates the crypto user or
+    /// resets its password.
+    InitPin {
+        /// The crypto user.
+        username: String,
+        /// Its (new) password.
+        password: Password,
+    },
 }
 
 impl Request {
@@ -342,6 +493,19 @@ impl Request {
             Request::Encrypt { .. } => "Encrypt",
             Request::Decrypt { .. } => "Decrypt",
             Request::GenerateRandom { .. } => "GenerateRandom",
+            Request::SetAttributeValue { .. } => "SetAttributeValue",
+            Request::CopyObject { .. } => "CopyObject",
+            Request::GetObjectSize { .. } => "GetObjectSize",
+            Request::OperationUpdate { .. } => "OperationUpdate",
+            Request::OperationFinal { .. } => "OperationFinal",
+            Request::DigestKey { .. } => "DigestKey",
+            Request::OperationCancel { .. } => "OperationCancel",
+            Request::Digest { .. } => "Digest",
+            Request::WrapKey { .. } => "WrapKey",
+            Request::UnwrapKey { .. } => "UnwrapKey",
+            Request::DeriveKey { .. } => "DeriveKey",
+            Request::SetPin { .. } => "SetPin",
+            Request::InitPin { .. } => "InitPin",
         }
     }
 }
@@ -395,6 +559,28 @@ pub enum Response {
     Plaintext(SecretBytes),
     /// Answer to `GenerateRandom`.
     Random(Vec<u8>),
+    /// Answer to `Encrypt` with [`crate::MechanismParams::GcmGeneratedIv`]: the IV the token
+    /// chose and the ciphertext.
+    CiphertextWithIv {
+        /// The generated IV.
+        iv: Vec<u8>,
+        /// Ciphertext and tag.
+        data: Vec<u8>,
+    },
+    /// Answer to `SetAttributeValue`: the object's new summary.
+    ObjectUpdated(ObjectInfo),
+    /// Answer to `GetObjectSize`, in bytes.
+    ObjectSize(u64),
+    /// Answer to `OperationUpdate`, `OperationFinal` and `DigestKey`.
+    OperationData(SecretBytes),
+    /// Answer to `OperationCancel`.
+    OperationCancelled,
+    /// Answer to `Digest`.
+    Digest(Vec<u8>),
+    /// Answer to `WrapKey`.
+    WrappedKey(Vec<u8>),
+    /// Answer to `SetPin` and `InitPin`.
+    PinChanged,
     /// Any request can fail.
     Error(WireError),
 }
