@@ -429,7 +429,7 @@ impl Session<'_> {
             } => {
                 let obj = self.key_for(key, &mechanism, ck::CKF_VERIFY, ck::CKA_VERIFY, false)?;
                 let public = match &obj.body {
-                    Body::Public(p) => p.clone(),
+                    Body::Public(p) => PublicKey::clone(p),
                     Body::Secret(s) => s.public().ok_or_else(|| {
                         Error::new(
                             ErrorCode::KeyTypeInconsistent,
@@ -525,7 +525,7 @@ impl Session<'_> {
             &owner,
             attrs,
             Origin::Generated(mechanism.kind),
-            Body::Secret(key),
+            Body::Secret(Arc::new(key)),
             Some(&material),
         )?;
         Ok(Response::KeyGenerated {
@@ -625,7 +625,7 @@ impl Session<'_> {
             &owner,
             pub_attrs,
             origin,
-            Body::Public(pair.public),
+            Body::Public(Arc::new(pair.public)),
             None,
         )?;
         let private = self.new_key_object(
@@ -633,7 +633,7 @@ impl Session<'_> {
             &owner,
             priv_attrs,
             origin,
-            Body::Secret(pair.private),
+            Body::Secret(Arc::new(pair.private)),
             Some(&pair.material),
         )?;
         let public = self.add(session, public)?;
@@ -723,7 +723,7 @@ impl Session<'_> {
             &owner,
             attrs,
             Origin::Created,
-            Body::Public(public),
+            Body::Public(Arc::new(public)),
             None,
         )?;
         Ok(Response::ObjectCreated(self.add(session, obj)?))

@@ -11,6 +11,7 @@ use cryptoki_sys as ck;
 use hsm_proto::{AttrOutcome, Attribute, ErrorCode, ObjectId, ObjectInfo, SecretBytes};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const DATA: u8 = 1 << 0;
 const CERT: u8 = 1 << 1;
@@ -344,10 +345,10 @@ pub struct StoredObject {
 pub enum Body {
     /// Data objects, certificates.
     None,
-    /// Private or secret key, ready to use.
-    Secret(SecretKey),
+    /// Private or secret key, ready to use (shared with running multi-part operations).
+    Secret(Arc<SecretKey>),
     /// Public key, ready to verify with.
-    Public(PublicKey),
+    Public(Arc<PublicKey>),
 }
 
 /// An object in memory.
@@ -387,7 +388,7 @@ impl Object {
                         "key {id} does not unwrap under the cluster domain key"
                     ))
                 })?;
-                Body::Secret(crate::keys::parse_material(&material)?)
+                Body::Secret(Arc::new(crate::keys::parse_material(&material)?))
             }
             None => public_body(&attrs)?,
         };
@@ -517,12 +518,12 @@ fn public_body(attrs: &BTreeMap<u64, Attribute>) -> Result<Body, Error> {
         attrs.get(&(ck::CKA_MODULUS as u64)),
         attrs.get(&(ck::CKA_PUBLIC_EXPONENT as u64)),
     ) {
-        (Some(Attribute::EcPoint(p)), _, _) => {
-            Ok(Body::Public(crate::keys::ec_p256_public_from_attribute(p)?))
-        }
-        (_, Some(Attribute::Modulus(n)), Some(Attribute::PublicExponent(e))) => {
-            Ok(Body::Public(crate::keys::rsa_public_from_components(n, e)?))
-        }
+        (Some(Attribute::EcPoint(p)), _, _) => Ok(Body::Public(Arc::new(
+            crate::keys::ec_p256_public_from_attribute(p)?,
+        ))),
+        (_, Some(Attribute::Modulus(n)), Some(Attribute::PublicExponent(e))) => Ok(Body::Public(
+            Arc::new(crate::keys::rsa_public_from_components(n, e)?),
+        )),
         _ => Ok(Body::None),
     }
 }
