@@ -1,0 +1,289 @@
+//! Signing, verification, encryption, decryption and random numbers.
+
+use super::convert::mechanism;
+use super::{array, array_mut, input, out, output, set_length};
+use crate::token::{self, crypto::Kind};
+use cryptoki_sys as ck;
+
+/// `*Init` for every kind.
+///
+/// # Safety
+/// `mech` is NULL or a valid `CK_MECHANISM`.
+unsafe fn init(
+    session: ck::CK_SESSION_HANDLE,
+    kind: Kind,
+    mech: *const ck::CK_MECHANISM,
+    key: ck::CK_OBJECT_HANDLE,
+) -> crate::error::Result<()> {
+    let token = token::current()?;
+    // SAFETY: the caller's contract.
+    let mechanism = unsafe { mechanism(mech) }?;
+    token.operation_init(session, kind, mechanism, key)
+}
+
+/// Single-part sign, encrypt or decrypt with the size-query protocol.
+///
+/// # Safety
+/// `data` points to `data_len` bytes; `out_len` is NULL or valid; `out_buf` is NULL or
+/// points to `*out_len` writable bytes.
+unsafe fn single(
+    session: ck::CK_SESSION_HANDLE,
+    kind: Kind,
+    data: *const u8,
+    data_len: ck::CK_ULONG,
+    out_buf: *mut u8,
+    out_len: *mut ck::CK_ULONG,
+) -> crate::error::Result<()> {
+    let token = token::current()?;
+    // SAFETY: the caller's contract.
+    let len = unsafe { out(out_len) }?;
+    // SAFETY: the caller's contract; copied if it overlaps the output.
+    let data = unsafe { input(data, data_len, out_buf, *len) }?;
+    // SAFETY: the caller's contract.
+    let buf = unsafe { output(out_buf, *len) }?;
+    let result = token.operation_single(session, kind, &data, buf);
+    set_length(len, result)
+}
+
+/// `*Update` for every kind (encrypt and decrypt produce no output until `*Final`).
+///
+/// # Safety
+/// `part` points to `part_len` bytes.
+unsafe fn update(
+    session: ck::CK_SESSION_HANDLE,
+    kind: Kind,
+    part: *const u8,
+    part_len: ck::CK_ULONG,
+) -> crate::error::Result<()> {
+    let token = token::current()?;
+    // SAFETY: the caller's contract.
+    let part = unsafe { array(part, part_len) }?;
+    token.operation_update(session, kind, part)
+}
+
+/// `*Final` for sign, encrypt and decrypt.
+///
+/// # Safety
+/// `out_len` is NULL or valid; `out_buf` is NULL or points to `*out_len` writable bytes.
+unsafe fn finish(
+    session: ck::CK_SESSION_HANDLE,
+    kind: Kind,
+    out_buf: *mut u8,
+    out_len: *mut ck::CK_ULONG,
+) -> crate::error::Result<()> {
+    let token = token::current()?;
+    // SAFETY: the caller's contract.
+    let len = unsafe { out(out_len) }?;
+    // SAFETY: the caller's contract.
+    let buf = unsafe { output(out_buf, *len) }?;
+    let result = token.operation_final(session, kind, buf);
+    set_length(len, result)
+}
+
+/// Encrypt/decrypt update: accumulate, output nothing.
+///
+/// # Safety
+/// As [`update`]; `out_len` is NULL or valid.
+unsafe fn cipher_update(
+    session: ck::CK_SESSION_HANDLE,
+    kind: Kind,
+    part: *const u8,
+    part_len: ck::CK_ULONG,
+    out_len: *mut ck::CK_ULONG,
+) -> crate::error::Result<()> {
+    token::current()?;
+    if out_len.is_null() {
+        return Err(super::bad());
+    }
+    // SAFETY: the caller's contract.
+    unsafe { update(session, kind, part, part_len) }?;
+    // SAFETY: non-NULL (checked above), the caller's contract.
+    *unsafe { out(out_len) }? = 0;
+    Ok(())
+}
+
+cryptoki_fn! {
+    /// Starts a signature.
+    fn C_SignInit(
+        session: ck::CK_SESSION_HANDLE,
+        mech: *mut ck::CK_MECHANISM,
+        key: ck::CK_OBJECT_HANDLE,
+    ) {
+        // SAFETY: the caller passes a mechanism.
+        unsafe { init(session, Kind::Sign, mech, key) }
+    }
+
+    /// Signs in one part.
+    fn C_Sign(
+        session: ck::CK_SESSION_HANDLE,
+        data: *mut ck::CK_BYTE,
+        data_len: ck::CK_ULONG,
+        signature: *mut ck::CK_BYTE,
+        signature_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes its buffers with their lengths.
+        unsafe { single(session, Kind::Sign, data, data_len, signature, signature_len) }
+    }
+
+    /// Adds data to a multi-part signature.
+    fn C_SignUpdate(session: ck::CK_SESSION_HANDLE, part: *mut ck::CK_BYTE, part_len: ck::CK_ULONG) {
+        // SAFETY: the caller passes `part_len` bytes.
+        unsafe { update(session, Kind::Sign, part, part_len) }
+    }
+
+    /// Finishes a multi-part signature.
+    fn C_SignFinal(
+        session: ck::CK_SESSION_HANDLE,
+        signature: *mut ck::CK_BYTE,
+        signature_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes its buffer with its length.
+        unsafe { finish(session, Kind::Sign, signature, signature_len) }
+    }
+
+    /// Starts a verification.
+    fn C_VerifyInit(
+        session: ck::CK_SESSION_HANDLE,
+        mech: *mut ck::CK_MECHANISM,
+        key: ck::CK_OBJECT_HANDLE,
+    ) {
+        // SAFETY: the caller passes a mechanism.
+        unsafe { init(session, Kind::Verify, mech, key) }
+    }
+
+    /// Verifies in one part.
+    fn C_Verify(
+        session: ck::CK_SESSION_HANDLE,
+        data: *mut ck::CK_BYTE,
+        data_len: ck::CK_ULONG,
+        signature: *mut ck::CK_BYTE,
+        signature_len: ck::CK_ULONG,
+    ) {
+        let token = token::current()?;
+        // SAFETY: the caller passes `data_len` bytes.
+        let data = unsafe { array(data, data_len) }?;
+        // SAFETY: the caller passes `signature_len` bytes.
+        let signature = unsafe { array(signature, signature_len) }?;
+        token.verify(session, data, signature)
+    }
+
+    /// Adds data to a multi-part verification.
+    fn C_VerifyUpdate(session: ck::CK_SESSION_HANDLE, part: *mut ck::CK_BYTE, part_len: ck::CK_ULONG) {
+        // SAFETY: the caller passes `part_len` bytes.
+        unsafe { update(session, Kind::Verify, part, part_len) }
+    }
+
+    /// Finishes a multi-part verification.
+    fn C_VerifyFinal(
+        session: ck::CK_SESSION_HANDLE,
+        signature: *mut ck::CK_BYTE,
+        signature_len: ck::CK_ULONG,
+    ) {
+        let token = token::current()?;
+        // SAFETY: the caller passes `signature_len` bytes.
+        let signature = unsafe { array(signature, signature_len) }?;
+        token.verify_final(session, signature)
+    }
+
+    /// Starts an encryption.
+    fn C_EncryptInit(
+        session: ck::CK_SESSION_HANDLE,
+        mech: *mut ck::CK_MECHANISM,
+        key: ck::CK_OBJECT_HANDLE,
+    ) {
+        // SAFETY: the caller passes a mechanism.
+        unsafe { init(session, Kind::Encrypt, mech, key) }
+    }
+
+    /// Encrypts in one part (in place is allowed).
+    fn C_Encrypt(
+        session: ck::CK_SESSION_HANDLE,
+        data: *mut ck::CK_BYTE,
+        data_len: ck::CK_ULONG,
+        encrypted: *mut ck::CK_BYTE,
+        encrypted_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes its buffers with their lengths.
+        unsafe { single(session, Kind::Encrypt, data, data_len, encrypted, encrypted_len) }
+    }
+
+    /// Adds data to a multi-part encryption; the ciphertext comes at `C_EncryptFinal`.
+    fn C_EncryptUpdate(
+        session: ck::CK_SESSION_HANDLE,
+        part: *mut ck::CK_BYTE,
+        part_len: ck::CK_ULONG,
+        _encrypted_part: *mut ck::CK_BYTE,
+        encrypted_part_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes `part_len` bytes and a length to fill.
+        unsafe { cipher_update(session, Kind::Encrypt, part, part_len, encrypted_part_len) }
+    }
+
+    /// Finishes a multi-part encryption: the whole ciphertext and tag.
+    fn C_EncryptFinal(
+        session: ck::CK_SESSION_HANDLE,
+        last: *mut ck::CK_BYTE,
+        last_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes its buffer with its length.
+        unsafe { finish(session, Kind::Encrypt, last, last_len) }
+    }
+
+    /// Starts a decryption.
+    fn C_DecryptInit(
+        session: ck::CK_SESSION_HANDLE,
+        mech: *mut ck::CK_MECHANISM,
+        key: ck::CK_OBJECT_HANDLE,
+    ) {
+        // SAFETY: the caller passes a mechanism.
+        unsafe { init(session, Kind::Decrypt, mech, key) }
+    }
+
+    /// Decrypts in one part (in place is allowed).
+    fn C_Decrypt(
+        session: ck::CK_SESSION_HANDLE,
+        encrypted: *mut ck::CK_BYTE,
+        encrypted_len: ck::CK_ULONG,
+        data: *mut ck::CK_BYTE,
+        data_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes its buffers with their lengths.
+        unsafe { single(session, Kind::Decrypt, encrypted, encrypted_len, data, data_len) }
+    }
+
+    /// Adds ciphertext to a multi-part decryption; the plaintext comes at `C_DecryptFinal`
+    /// (after the tag is checked).
+    fn C_DecryptUpdate(
+        session: ck::CK_SESSION_HANDLE,
+        part: *mut ck::CK_BYTE,
+        part_len: ck::CK_ULONG,
+        _data: *mut ck::CK_BYTE,
+        data_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes `part_len` bytes and a length to fill.
+        unsafe { cipher_update(session, Kind::Decrypt, part, part_len, data_len) }
+    }
+
+    /// Finishes a multi-part decryption: the whole plaintext.
+    fn C_DecryptFinal(
+        session: ck::CK_SESSION_HANDLE,
+        last: *mut ck::CK_BYTE,
+        last_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes its buffer with its length.
+        unsafe { finish(session, Kind::Decrypt, last, last_len) }
+    }
+
+    /// Random bytes from the cluster.
+    fn C_GenerateRandom(session: ck::CK_SESSION_HANDLE, data: *mut ck::CK_BYTE, len: ck::CK_ULONG) {
+        let token = token::current()?;
+        // SAFETY: the caller passes `len` writable bytes.
+        let data = unsafe { array_mut(data, len) }?;
+        token.generate_random(session, data)
+    }
+
+    /// Seeding is not supported: the cluster's generator takes no outside seed.
+    fn C_SeedRandom(session: ck::CK_SESSION_HANDLE, _seed: *mut ck::CK_BYTE, _len: ck::CK_ULONG) {
+        token::current()?.seed_random(session)
+    }
+}

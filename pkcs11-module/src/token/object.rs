@@ -1,0 +1,412 @@
+//! Objects: the handle table, creation, search, attributes, destruction.
+//!
+//! A `CK_OBJECT_HANDLE` is a module-local number (nonzero, never reused) for a node's
+//! 128-bit [`ObjectId`]. The table caches the [`ObjectInfo`] the node sends with each object,
+//! so `C_SignInit` and friends answer key errors without a round trip.
+
+use super::Token;
+use super::session::Session;
+use crate::client::unexpected;
+use crate::error::{Error, Result};
+use cryptoki_sys as ck;
+use hsm_proto::attr::{self, Attribute};
+use hsm_proto::mechlist;
+use hsm_proto::{AttrOutcome, ErrorCode, Mechanism, MechanismParams, ObjectId, ObjectInfo};
+use hsm_proto::{Request, Response};
+use std::collections::HashMap;
+
+/// Handle ↔ object id, with what we know about each object.
+#[derive(Debug)]
+pub struct ObjectTable {
+    by_handle: HashMap<u64, Entry>,
+    by_id: HashMap<ObjectId, u64>,
+    next: u64,
+}
+
+impl Default for ObjectTable {
+    fn default() -> Self {
+        ObjectTable {
+            by_handle: HashMap::new(),
+            by_id: HashMap::new(),
+            // 0 is CK_INVALID_HANDLE.
+            next: 1,
+        }
+    }
+}
+
+/// One known object.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    /// What the node said about it.
+    pub info: ObjectInfo,
+    /// The session that created it, for session objects this module created.
+    pub owner: Option<u64>,
+}
+
+impl ObjectTable {
+    /// The handle of an object, assigned on first sight.
+    pub fn register(&mut self, info: ObjectInfo, owner: Option<u64>) -> u64 {
+        if let Some(&handle) = self.by_id.get(&info.id)
+            && let Some(entry) = self.by_handle.get_mut(&handle)
+        {
+            entry.info = info;
+            if entry.owner.is_none() {
+                entry.owner = owner;
+            }
+            return handle;
+        }
+        let handle = self.next;
+        self.next += 1;
+        self.by_handle.insert(handle, Entry { info, owner });
+        self.by_id.insert(info.id, handle);
+        handle
+    }
+
+    /// What we know about a handle.
+    pub fn get(&self, handle: u64) -> Option<Entry> {
+        self.by_handle.get(&handle).copied()
+    }
+
+    /// Forgets a handle (its object was destroyed).
+    pub fn remove(&mut self, handle: u64) {
+        if let Some(entry) = self.by_handle.remove(&handle) {
+            self.by_id.remove(&entry.info.id);
+        }
+    }
+
+    /// Forgets the session objects of a closed session (the node destroys them).
+    pub fn forget_session(&mut self, session: u64) {
+        let by_id = &mut self.by_id;
+        self.by_handle.retain(|_, entry| {
+            let keep = entry.owner != Some(session);
+            if !keep {
+                by_id.remove(&entry.info.id);
+            }
+            keep
+        });
+    }
+}
+
+/// The search state of `C_FindObjects*`: every match, handed out in order.
+#[derive(Debug, Default)]
+pub struct FindState {
+    handles: Vec<ck::CK_OBJECT_HANDLE>,
+    next: usize,
+}
+
+fn is_token_object(template: &[Attribute]) -> bool {
+    matches!(
+        attr::find(template, ck::CKA_TOKEN as u64),
+        Some(Attribute::Token(true))
+    )
+}
+
+fn owner_of(info: &ObjectInfo, session: &Session) -> Option<u64> {
+    if info.allows(ObjectInfo::TOKEN) {
+        None
+    } else {
+        Some(session.handle)
+    }
+}
+
+/// Checks a key-generation mechanism against the table; they take no parameters.
+fn check_generation_mechanism(mechanism: &Mechanism, flag: ck::CK_FLAGS) -> Result<()> {
+    if !mechlist::supports(mechanism.kind, flag as u64) {
+        return Err(ErrorCode::MechanismInvalid.into());
+    }
+    if mechanism.params != MechanismParams::None {
+        return Err(ErrorCode::MechanismParamInvalid.into());
+    }
+    Ok(())
+}
+
+impl Token {
+    /// What we know about an object handle, or `None`.
+    pub(super) fn object(&self, handle: ck::CK_OBJECT_HANDLE) -> Result<Option<Entry>> {
+        Ok(self.objects.read()?.get(handle as u64))
+    }
+
+    fn register(&self, info: ObjectInfo, session: &Session) -> Result<ck::CK_OBJECT_HANDLE> {
+        let owner = owner_of(&info, session);
+        Ok(self.objects.write()?.register(info, owner) as ck::CK_OBJECT_HANDLE)
+    }
+
+    /// `C_GenerateKeyPair`.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `MechanismInvalid`, `MechanismParamInvalid`,
+    /// `SessionReadOnly` for token keys in a read-only session, and the node's verdict.
+    pub fn generate_key_pair(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        mechanism: Mechanism,
+        public_template: Vec<Attribute>,
+        private_template: Vec<Attribute>,
+    ) -> Result<(ck::CK_OBJECT_HANDLE, ck::CK_OBJECT_HANDLE)> {
+        let session = self.session(handle)?;
+        check_generation_mechanism(&mechanism, ck::CKF_GENERATE_KEY_PAIR)?;
+        if !session.rw && (is_token_object(&public_template) || is_token_object(&private_template))
+        {
+            return Err(ErrorCode::SessionReadOnly.into());
+        }
+        let request = Request::GenerateKeyPair {
+            session: session.id(),
+            mechanism,
+            public_template,
+            private_template,
+        };
+        match self.call_for(&session, &request)? {
+            Response::KeyPairGenerated { public, private } => Ok((
+                self.register(public, &session)?,
+                self.register(private, &session)?,
+            )),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// `C_GenerateKey`.
+    ///
+    /// # Errors
+    /// As [`Token::generate_key_pair`].
+    pub fn generate_key(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        mechanism: Mechanism,
+        template: Vec<Attribute>,
+    ) -> Result<ck::CK_OBJECT_HANDLE> {
+        let session = self.session(handle)?;
+        check_generation_mechanism(&mechanism, ck::CKF_GENERATE)?;
+        if !session.rw && is_token_object(&template) {
+            return Err(ErrorCode::SessionReadOnly.into());
+        }
+        let request = Request::GenerateKey {
+            session: session.id(),
+            mechanism,
+            template,
+        };
+        match self.call_for(&session, &request)? {
+            Response::KeyGenerated { key } => self.register(key, &session),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// `C_CreateObject`.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `SessionReadOnly`, and the node's verdict.
+    pub fn create_object(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        template: Vec<Attribute>,
+    ) -> Result<ck::CK_OBJECT_HANDLE> {
+        let session = self.session(handle)?;
+        if !session.rw && is_token_object(&template) {
+            return Err(ErrorCode::SessionReadOnly.into());
+        }
+        let request = Request::CreateObject {
+            session: session.id(),
+            template,
+        };
+        match self.call_for(&session, &request)? {
+            Response::ObjectCreated(info) => self.register(info, &session),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// `C_DestroyObject`.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `ObjectHandleInvalid`, `SessionReadOnly` for a token object
+    /// in a read-only session, and the node's verdict.
+    pub fn destroy_object(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        object: ck::CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let entry = self.object(object)?.ok_or(ErrorCode::ObjectHandleInvalid)?;
+        if !session.rw && entry.info.allows(ObjectInfo::TOKEN) {
+            return Err(ErrorCode::SessionReadOnly.into());
+        }
+        let request = Request::DestroyObject {
+            session: session.id(),
+            object: entry.info.id,
+        };
+        match self.call_for(&session, &request)? {
+            Response::ObjectDestroyed => {
+                self.objects.write()?.remove(object as u64);
+                Ok(())
+            }
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// `C_GetObjectSize`: the handle is checked, the size is not known.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `ObjectHandleInvalid`.
+    pub fn object_size(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        object: ck::CK_OBJECT_HANDLE,
+    ) -> Result<ck::CK_ULONG> {
+        self.session(handle)?;
+        self.object(object)?.ok_or(ErrorCode::ObjectHandleInvalid)?;
+        Ok(super::slot::UNAVAILABLE)
+    }
+
+    /// `C_GetAttributeValue`: one outcome per requested type, in order. Types this module
+    /// does not know are answered `Invalid` without asking the node.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `ObjectHandleInvalid`, and the node's verdict.
+    pub fn attribute_values(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        object: ck::CK_OBJECT_HANDLE,
+        types: &[u64],
+    ) -> Result<Vec<AttrOutcome>> {
+        let session = self.session(handle)?;
+        let entry = self.object(object)?.ok_or(ErrorCode::ObjectHandleInvalid)?;
+        let known: Vec<u64> = types
+            .iter()
+            .copied()
+            .filter(|t| Attribute::kind_of(*t).is_some())
+            .collect();
+        let mut answers = if known.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            let request = Request::GetAttributeValue {
+                session: session.id(),
+                object: entry.info.id,
+                types: known.clone(),
+            };
+            match self.call_for(&session, &request)? {
+                Response::AttributeValues(values) if values.len() == known.len() => {
+                    values.into_iter()
+                }
+                other => return Err(unexpected(&request, &other)),
+            }
+        };
+        Ok(types
+            .iter()
+            .map(|t| {
+                if Attribute::kind_of(*t).is_some() {
+                    answers.next().unwrap_or(AttrOutcome::Invalid)
+                } else {
+                    AttrOutcome::Invalid
+                }
+            })
+            .collect())
+    }
+
+    /// `C_FindObjectsInit`: asks the node for every match now; `C_FindObjects` hands them
+    /// out. A template with an attribute type we do not know matches nothing.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `OperationActive`, and the node's verdict.
+    pub fn find_objects_init(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        template: Option<Vec<Attribute>>,
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut ops = session.ops.lock()?;
+        if ops.find.is_some() {
+            return Err(ErrorCode::OperationActive.into());
+        }
+        let Some(template) = template else {
+            ops.find = Some(FindState::default());
+            return Ok(());
+        };
+        let request = Request::FindObjects {
+            session: session.id(),
+            template,
+        };
+        let found = match self.call_for(&session, &request)? {
+            Response::Objects(found) => found,
+            other => return Err(unexpected(&request, &other)),
+        };
+        let handles = {
+            let mut objects = self.objects.write()?;
+            found
+                .iter()
+                .map(|info| {
+                    // Session objects this module did not create in this session keep the
+                    // owner recorded when they were created.
+                    objects.register(*info, None) as ck::CK_OBJECT_HANDLE
+                })
+                .collect()
+        };
+        ops.find = Some(FindState { handles, next: 0 });
+        Ok(())
+    }
+
+    /// `C_FindObjects`: fills `out` with the next handles and returns how many.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `OperationNotInitialized`.
+    pub fn find_objects(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        out: &mut [ck::CK_OBJECT_HANDLE],
+    ) -> Result<usize> {
+        let session = self.session(handle)?;
+        let mut ops = session.ops.lock()?;
+        let find = ops
+            .find
+            .as_mut()
+            .ok_or(ErrorCode::OperationNotInitialized)?;
+        let rest = &find.handles[find.next..];
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        find.next += n;
+        Ok(n)
+    }
+
+    /// `C_FindObjectsFinal`.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `OperationNotInitialized`.
+    pub fn find_objects_final(&self, handle: ck::CK_SESSION_HANDLE) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut ops = session.ops.lock()?;
+        ops.find
+            .take()
+            .map(|_| ())
+            .ok_or(Error::Code(ErrorCode::OperationNotInitialized))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u128, flags: u32) -> ObjectInfo {
+        ObjectInfo {
+            id: ObjectId(id),
+            class: ck::CKO_PRIVATE_KEY as u64,
+            key_type: Some(ck::CKK_EC as u64),
+            usage: flags,
+        }
+    }
+
+    #[test]
+    fn handles_are_stable_nonzero_and_never_reused() {
+        let mut t = ObjectTable::default();
+        let a = t.register(info(10, 0), Some(1));
+        let b = t.register(info(11, ObjectInfo::TOKEN), None);
+        assert!(a != 0 && b != 0 && a != b);
+        assert_eq!(t.register(info(10, ObjectInfo::SIGN), None), a);
+        assert_eq!(t.get(a).unwrap().owner, Some(1));
+        assert!(t.get(a).unwrap().info.allows(ObjectInfo::SIGN));
+        t.forget_session(1);
+        assert!(t.get(a).is_none());
+        assert!(t.get(b).is_some());
+        let c = t.register(info(10, 0), None);
+        assert!(c != a && c != b);
+        t.remove(b);
+        assert!(t.get(b).is_none());
+        assert_ne!(t.register(info(11, 0), None), b);
+    }
+}
