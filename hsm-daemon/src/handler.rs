@@ -203,6 +203,50 @@ impl Session<'_> {
         Ok(key)
     }
 
+    /// Whether the logged-in user may change `obj`: its owner, or an admin for a public object
+    /// (to set `CKA_TRUSTED`). Returns whether that user is an admin.
+    fn may_change(&self, obj: &Object) -> Result<bool, Error> {
+        match self.login()? {
+            Some(LoggedIn {
+                role: Role::Admin, ..
+            }) if !obj.flag(ck::CKA_PRIVATE) => Ok(true),
+            Some(LoggedIn {
+                user,
+                role: Role::CryptoUser,
+            }) if user == obj.owner => Ok(false),
+            Some(_) | None if !obj.is_token() => Ok(false),
+            _ => Err(Error::new(
+                ErrorCode::UserNotLoggedIn,
+                "log in as the object's owner to change it",
+            )),
+        }
+    }
+
+    /// Replaces an existing object (same id) with a changed one, where it lives.
+    fn replace(&self, obj: Object) -> Result<(), Error> {
+        if obj.is_token() {
+            token::commit(
+                self.token,
+                Command::PutObject {
+                    id: obj.id,
+                    object: obj.to_stored(),
+                },
+            )
+        } else {
+            let mut map = self.conn.session_objects.lock().map_err(|_| poisoned())?;
+            match map.get_mut(&obj.id) {
+                Some(entry) => {
+                    entry.1 = Arc::new(obj);
+                    Ok(())
+                }
+                None => Err(Error::new(
+                    ErrorCode::ObjectHandleInvalid,
+                    format!("no object {}", obj.id),
+                )),
+            }
+        }
+    }
+
     /// Stores a new object: token objects through the replicated state machine, session
     /// objects in this connection.
     fn add(&self, session: SessionId, obj: Object) -> Result<ObjectInfo, Error> {
@@ -346,23 +390,139 @@ impl Session<'_> {
             Request::CreateObject { session, template } => self.create_object(session, &template),
             Request::FindObjects { template, .. } => {
                 let login = self.login()?;
+                let session_objects: Vec<Arc<Object>> = self
+                    .conn
+                    .session_objects
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .values()
+                    .map(|(_, o)| o.clone())
+                    .collect();
                 let mut found: Vec<ObjectInfo> = self
                     .state()
-                    .objects()?
+                    .find(&template)?
                     .into_iter()
-                    .chain(
-                        self.conn
-                            .session_objects
-                            .lock()
-                            .map_err(|_| poisoned())?
-                            .values()
-                            .map(|(_, o)| o.clone()),
-                    )
-                    .filter(|o| self.visible(o, &login) && o.matches(&template))
+                    .chain(session_objects.into_iter().filter(|o| o.matches(&template)))
+                    .filter(|o| self.visible(o, &login))
                     .map(|o| o.info())
                     .collect();
                 found.sort_by_key(|i| i.id);
                 Ok(Response::Objects(found))
+            }
+            Request::SetAttributeValue {
+                object, template, ..
+            } => {
+                let obj = self.object(object, ErrorCode::ObjectHandleInvalid)?;
+                let is_admin = self.may_change(&obj)?;
+                if !obj.flag(ck::CKA_MODIFIABLE) {
+                    return Err(Error::new(
+                        ErrorCode::ActionProhibited,
+                        format!("object {object} is not modifiable"),
+                    ));
+                }
+                let attrs = object::apply_changes(&obj, &template, is_admin, false)?;
+                let updated = Object {
+                    id: obj.id,
+                    attrs,
+                    owner: obj.owner.clone(),
+                    body: obj.body.clone(),
+                    wrapped: obj.wrapped.clone(),
+                };
+                let info = updated.info();
+                self.replace(updated)?;
+                Ok(Response::ObjectUpdated(info))
+            }
+            Request::CopyObject {
+                session,
+                object,
+                template,
+            } => {
+                let obj = self.object(object, ErrorCode::ObjectHandleInvalid)?;
+                let owner = self.crypto_user()?;
+                if !obj.flag(ck::CKA_COPYABLE) {
+                    return Err(Error::new(
+                        ErrorCode::ActionProhibited,
+                        format!("object {object} is not copyable"),
+                    ));
+                }
+                let mut attrs = object::apply_changes(&obj, &template, false, true)?;
+                let id = new_id()?;
+                attrs.insert(
+                    ck::CKA_UNIQUE_ID as u64,
+                    Attribute::UniqueId(id.to_string().into_bytes()),
+                );
+                // The copy is another object: its material is wrapped again with its own id as
+                // context, so blobs can never be swapped between objects.
+                let wrapped = match &obj.wrapped {
+                    Some(w) => {
+                        let cdk = self.state().cdk();
+                        let material = cdk.unwrap(&obj.id.0.to_be_bytes(), w).map_err(|_| {
+                            Error::device(format!("key {} does not unwrap", obj.id))
+                        })?;
+                        Some(cdk.wrap(&id.0.to_be_bytes(), &material)?)
+                    }
+                    None => None,
+                };
+                let copy = Object {
+                    id,
+                    attrs,
+                    owner,
+                    body: obj.body.clone(),
+                    wrapped,
+                };
+                Ok(Response::ObjectCreated(self.add(session, copy)?))
+            }
+            Request::GetObjectSize { object, .. } => {
+                let obj = self.object(object, ErrorCode::ObjectHandleInvalid)?;
+                let attrs: usize = obj.attrs.values().map(|a| a.to_raw().len()).sum();
+                Ok(Response::ObjectSize(
+                    (attrs + obj.wrapped.as_ref().map_or(0, Vec::len)) as u64,
+                ))
+            }
+            Request::SetPin { old, new } => {
+                let Some(LoggedIn { user, role }) = self.login()? else {
+                    return Err(Error::new(
+                        ErrorCode::UserNotLoggedIn,
+                        "log in to change your password",
+                    ));
+                };
+                let record = self.state().user(&user)?;
+                self.state()
+                    .lockouts
+                    .authenticate(&user, record.as_ref(), &old)?;
+                token::TokenState::set_password(self.token, &user, role, &new)?;
+                tracing::info!("user {user} changed their password");
+                Ok(Response::PinChanged)
+            }
+            Request::InitPin { username, password } => {
+                match self.login()? {
+                    Some(LoggedIn {
+                        role: Role::Admin, ..
+                    }) => {}
+                    _ => {
+                        return Err(Error::new(
+                            ErrorCode::UserNotLoggedIn,
+                            "C_InitPIN needs an admin (SO) session",
+                        ));
+                    }
+                }
+                users::check_name(&username)?;
+                if let Some(existing) = self.state().user(&username)?
+                    && existing.role != Role::CryptoUser
+                {
+                    return Err(Error::new(
+                        ErrorCode::FunctionFailed,
+                        format!("user {username} is a {}, not a crypto user", existing.role),
+                    ));
+                }
+                token::TokenState::set_password(
+                    self.token,
+                    &username,
+                    Role::CryptoUser,
+                    &password,
+                )?;
+                tracing::info!("crypto user {username} initialized by an admin");
+                Ok(Response::PinChanged)
             }
             Request::GetAttributeValue { object, types, .. } => {
                 let obj = self.object(object, ErrorCode::ObjectHandleInvalid)?;
@@ -641,6 +801,46 @@ impl Session<'_> {
         Ok(Response::KeyPairGenerated { public, private })
     }
 
+    /// Data objects and X.509 certificates: attributes only, no key.
+    fn create_storage_object(
+        &self,
+        session: SessionId,
+        owner: &str,
+        class: u64,
+        template: &[Attribute],
+    ) -> Result<Response, Error> {
+        if class == ck::CKO_CERTIFICATE as u64 {
+            match hsm_proto::attr::find(template, ck::CKA_CERTIFICATE_TYPE as u64) {
+                Some(Attribute::CertificateType(t)) if *t == ck::CKC_X_509 as u64 => {}
+                Some(_) => {
+                    return Err(Error::new(
+                        ErrorCode::AttributeValueInvalid,
+                        "CKA_CERTIFICATE_TYPE: X.509 only",
+                    ));
+                }
+                None => return Err(incomplete("CKA_CERTIFICATE_TYPE")),
+            }
+            for (code, what) in [
+                (ck::CKA_SUBJECT, "CKA_SUBJECT"),
+                (ck::CKA_VALUE, "CKA_VALUE"),
+            ] {
+                if hsm_proto::attr::find(template, code as u64).is_none() {
+                    return Err(incomplete(what));
+                }
+            }
+        }
+        let attrs = object::merge_template(
+            class,
+            None,
+            template,
+            object::storage_defaults(class),
+            Origin::Created,
+        )?;
+        let obj =
+            self.new_key_object(new_id()?, owner, attrs, Origin::Created, Body::None, None)?;
+        Ok(Response::ObjectCreated(self.add(session, obj)?))
+    }
+
     /// Imports an object from a full template. Public keys (EC P-256 and RSA) today.
     fn create_object(&self, session: SessionId, template: &[Attribute]) -> Result<Response, Error> {
         let owner = self.crypto_user()?;
@@ -648,6 +848,9 @@ impl Session<'_> {
             Some(Attribute::Class(c)) => *c,
             _ => return Err(incomplete("CKA_CLASS")),
         };
+        if class == ck::CKO_DATA as u64 || class == ck::CKO_CERTIFICATE as u64 {
+            return self.create_storage_object(session, &owner, class, template);
+        }
         let key_type = match hsm_proto::attr::find(template, ck::CKA_KEY_TYPE as u64) {
             Some(Attribute::KeyType(k)) => *k,
             _ => return Err(incomplete("CKA_KEY_TYPE")),

@@ -23,15 +23,26 @@ const ALL: u8 = DATA | CERT | KEYS;
 
 const RSA: u8 = 1 << 0;
 const EC: u8 = 1 << 1;
-const AES: u8 = 1 << 2;
-const ANY: u8 = RSA | EC | AES;
+const SYM: u8 = 1 << 2;
+const ANY: u8 = RSA | EC | SYM;
 
 /// Set by the token only; a template may not give it (`CKR_ATTRIBUTE_READ_ONLY`).
-const TOKEN_SET: u8 = 1 << 0;
+const TOKEN_SET: u16 = 1 << 0;
 /// Computed at generation; a generate template may not give it.
-const NOT_IN_GENERATE: u8 = 1 << 1;
-/// A secret component: revealed only for a non-sensitive, extractable key.
-const SECRET_PART: u8 = 1 << 2;
+const NOT_IN_GENERATE: u16 = 1 << 1;
+/// A secret component of a key: revealed only for a non-sensitive, extractable key, and never
+/// kept in the attribute map.
+const SECRET_PART: u16 = 1 << 2;
+/// `C_SetAttributeValue` may change it (footnote 8 of the spec's attribute tables).
+const MODIFY: u16 = 1 << 3;
+/// `C_CopyObject`'s template may change it (footnote 9), besides the `MODIFY` ones.
+const COPY: u16 = 1 << 4;
+/// May only change from FALSE to TRUE (footnote 11: `CKA_SENSITIVE`, `CKA_WRAP_WITH_TRUSTED`).
+const ONLY_TO_TRUE: u16 = 1 << 5;
+/// May only change from TRUE to FALSE (footnote 12: `CKA_EXTRACTABLE`, `CKA_MODIFIABLE`, …).
+const ONLY_TO_FALSE: u16 = 1 << 6;
+/// Only an administrator (SO) may set it to TRUE (footnote 10: `CKA_TRUSTED`).
+const SO_ONLY: u16 = 1 << 7;
 
 /// Which classes and key types an attribute belongs to, and how it may be set.
 #[derive(Clone, Copy, Debug)]
@@ -39,10 +50,10 @@ struct Rule {
     code: u64,
     classes: u8,
     key_types: u8,
-    flags: u8,
+    flags: u16,
 }
 
-const fn rule(code: ck::CK_ATTRIBUTE_TYPE, classes: u8, key_types: u8, flags: u8) -> Rule {
+const fn rule(code: ck::CK_ATTRIBUTE_TYPE, classes: u8, key_types: u8, flags: u16) -> Rule {
     Rule {
         code: code as u64,
         classes,
@@ -51,77 +62,82 @@ const fn rule(code: ck::CK_ATTRIBUTE_TYPE, classes: u8, key_types: u8, flags: u8
     }
 }
 
+const VALUE_FLAGS: u16 = NOT_IN_GENERATE | SECRET_PART;
+
 /// Attribute rules, sorted by `CKA_*` value (a test keeps it sorted).
 const RULES: &[Rule] = &[
     rule(ck::CKA_CLASS, ALL, ANY, 0),
-    rule(ck::CKA_TOKEN, ALL, ANY, 0),
-    rule(ck::CKA_PRIVATE, ALL, ANY, 0),
-    rule(ck::CKA_LABEL, ALL, ANY, 0),
+    rule(ck::CKA_TOKEN, ALL, ANY, COPY),
+    rule(ck::CKA_PRIVATE, ALL, ANY, COPY),
+    rule(ck::CKA_LABEL, ALL, ANY, MODIFY),
     rule(ck::CKA_UNIQUE_ID, ALL, ANY, TOKEN_SET),
-    rule(ck::CKA_APPLICATION, DATA, ANY, 0),
-    rule(
-        ck::CKA_VALUE,
-        DATA | CERT | PRIV | SECRET,
-        EC | AES,
-        NOT_IN_GENERATE | SECRET_PART,
-    ),
-    rule(ck::CKA_OBJECT_ID, DATA, ANY, 0),
+    rule(ck::CKA_APPLICATION, DATA, ANY, MODIFY),
+    // CKA_VALUE is plain (and modifiable) for data objects, plain for certificates, and a
+    // secret part of EC private and secret keys: see `secret_part` and `may_change`.
+    rule(ck::CKA_VALUE, DATA | CERT | PRIV | SECRET, ANY, VALUE_FLAGS),
+    rule(ck::CKA_OBJECT_ID, DATA, ANY, MODIFY),
     rule(ck::CKA_CERTIFICATE_TYPE, CERT, ANY, 0),
-    rule(ck::CKA_ISSUER, CERT, ANY, 0),
-    rule(ck::CKA_SERIAL_NUMBER, CERT, ANY, 0),
-    rule(ck::CKA_TRUSTED, CERT | PUB | SECRET, ANY, 0),
-    rule(ck::CKA_CERTIFICATE_CATEGORY, CERT, ANY, 0),
+    rule(ck::CKA_ISSUER, CERT, ANY, MODIFY),
+    rule(ck::CKA_SERIAL_NUMBER, CERT, ANY, MODIFY),
+    rule(ck::CKA_TRUSTED, CERT | PUB | SECRET, ANY, MODIFY | SO_ONLY),
+    rule(ck::CKA_CERTIFICATE_CATEGORY, CERT, ANY, MODIFY),
     rule(ck::CKA_CHECK_VALUE, CERT | SECRET, ANY, TOKEN_SET),
     rule(ck::CKA_KEY_TYPE, KEYS, ANY, 0),
-    rule(ck::CKA_SUBJECT, CERT | PUB | PRIV, ANY, 0),
-    rule(ck::CKA_ID, CERT | KEYS, ANY, 0),
-    rule(ck::CKA_SENSITIVE, PRIV | SECRET, ANY, 0),
-    rule(ck::CKA_ENCRYPT, PUB | SECRET, ANY, 0),
-    rule(ck::CKA_DECRYPT, PRIV | SECRET, ANY, 0),
-    rule(ck::CKA_WRAP, PUB | SECRET, ANY, 0),
-    rule(ck::CKA_UNWRAP, PRIV | SECRET, ANY, 0),
-    rule(ck::CKA_SIGN, PRIV | SECRET, ANY, 0),
-    rule(ck::CKA_SIGN_RECOVER, PRIV, ANY, 0),
-    rule(ck::CKA_VERIFY, PUB | SECRET, ANY, 0),
-    rule(ck::CKA_VERIFY_RECOVER, PUB, ANY, 0),
-    rule(ck::CKA_DERIVE, KEYS, ANY, 0),
-    rule(ck::CKA_START_DATE, CERT | KEYS, ANY, 0),
-    rule(ck::CKA_END_DATE, CERT | KEYS, ANY, 0),
+    rule(ck::CKA_SUBJECT, CERT | PUB | PRIV, ANY, MODIFY),
+    rule(ck::CKA_ID, CERT | KEYS, ANY, MODIFY),
+    rule(ck::CKA_SENSITIVE, PRIV | SECRET, ANY, MODIFY | ONLY_TO_TRUE),
+    rule(ck::CKA_ENCRYPT, PUB | SECRET, ANY, MODIFY),
+    rule(ck::CKA_DECRYPT, PRIV | SECRET, ANY, MODIFY),
+    rule(ck::CKA_WRAP, PUB | SECRET, ANY, MODIFY),
+    rule(ck::CKA_UNWRAP, PRIV | SECRET, ANY, MODIFY),
+    rule(ck::CKA_SIGN, PRIV | SECRET, ANY, MODIFY),
+    rule(ck::CKA_SIGN_RECOVER, PRIV, ANY, MODIFY),
+    rule(ck::CKA_VERIFY, PUB | SECRET, ANY, MODIFY),
+    rule(ck::CKA_VERIFY_RECOVER, PUB, ANY, MODIFY),
+    rule(ck::CKA_DERIVE, KEYS, ANY, MODIFY),
+    rule(ck::CKA_START_DATE, CERT | KEYS, ANY, MODIFY),
+    rule(ck::CKA_END_DATE, CERT | KEYS, ANY, MODIFY),
     rule(ck::CKA_MODULUS, PUB | PRIV, RSA, NOT_IN_GENERATE),
     rule(ck::CKA_MODULUS_BITS, PUB, RSA, 0),
     rule(ck::CKA_PUBLIC_EXPONENT, PUB | PRIV, RSA, 0),
-    rule(
-        ck::CKA_PRIVATE_EXPONENT,
-        PRIV,
-        RSA,
-        NOT_IN_GENERATE | SECRET_PART,
-    ),
-    rule(ck::CKA_PRIME_1, PRIV, RSA, NOT_IN_GENERATE | SECRET_PART),
-    rule(ck::CKA_PRIME_2, PRIV, RSA, NOT_IN_GENERATE | SECRET_PART),
-    rule(ck::CKA_EXPONENT_1, PRIV, RSA, NOT_IN_GENERATE | SECRET_PART),
-    rule(ck::CKA_EXPONENT_2, PRIV, RSA, NOT_IN_GENERATE | SECRET_PART),
-    rule(
-        ck::CKA_COEFFICIENT,
-        PRIV,
-        RSA,
-        NOT_IN_GENERATE | SECRET_PART,
-    ),
+    rule(ck::CKA_PRIVATE_EXPONENT, PRIV, RSA, VALUE_FLAGS),
+    rule(ck::CKA_PRIME_1, PRIV, RSA, VALUE_FLAGS),
+    rule(ck::CKA_PRIME_2, PRIV, RSA, VALUE_FLAGS),
+    rule(ck::CKA_EXPONENT_1, PRIV, RSA, VALUE_FLAGS),
+    rule(ck::CKA_EXPONENT_2, PRIV, RSA, VALUE_FLAGS),
+    rule(ck::CKA_COEFFICIENT, PRIV, RSA, VALUE_FLAGS),
     rule(ck::CKA_PUBLIC_KEY_INFO, PUB | PRIV, ANY, TOKEN_SET),
-    rule(ck::CKA_VALUE_LEN, SECRET, AES, 0),
-    rule(ck::CKA_EXTRACTABLE, PRIV | SECRET, ANY, 0),
+    rule(ck::CKA_VALUE_LEN, SECRET, SYM, 0),
+    rule(
+        ck::CKA_EXTRACTABLE,
+        PRIV | SECRET,
+        ANY,
+        MODIFY | ONLY_TO_FALSE,
+    ),
     rule(ck::CKA_LOCAL, KEYS, ANY, TOKEN_SET),
     rule(ck::CKA_NEVER_EXTRACTABLE, PRIV | SECRET, ANY, TOKEN_SET),
     rule(ck::CKA_ALWAYS_SENSITIVE, PRIV | SECRET, ANY, TOKEN_SET),
     rule(ck::CKA_KEY_GEN_MECHANISM, KEYS, ANY, TOKEN_SET),
-    rule(ck::CKA_MODIFIABLE, ALL, ANY, 0),
-    rule(ck::CKA_COPYABLE, ALL, ANY, 0),
-    rule(ck::CKA_DESTROYABLE, ALL, ANY, 0),
+    rule(ck::CKA_MODIFIABLE, ALL, ANY, COPY | ONLY_TO_FALSE),
+    rule(ck::CKA_COPYABLE, ALL, ANY, COPY | ONLY_TO_FALSE),
+    rule(ck::CKA_DESTROYABLE, ALL, ANY, COPY),
     rule(ck::CKA_EC_PARAMS, PUB | PRIV, EC, 0),
     rule(ck::CKA_EC_POINT, PUB, EC, NOT_IN_GENERATE),
     rule(ck::CKA_ALWAYS_AUTHENTICATE, PRIV, ANY, 0),
-    rule(ck::CKA_WRAP_WITH_TRUSTED, PRIV | SECRET, ANY, 0),
+    rule(
+        ck::CKA_WRAP_WITH_TRUSTED,
+        PRIV | SECRET,
+        ANY,
+        MODIFY | ONLY_TO_TRUE,
+    ),
     rule(ck::CKA_ALLOWED_MECHANISMS, KEYS, ANY, 0),
 ];
+
+/// Whether an attribute is a secret part for objects of this class (`CKA_VALUE` is one only
+/// for private and secret keys).
+fn secret_part(rule: &Rule, class_bit: u8) -> bool {
+    rule.flags & SECRET_PART != 0 && class_bit & (PRIV | SECRET) != 0
+}
 
 fn find_rule(code: u64) -> Option<&'static Rule> {
     RULES
@@ -144,8 +160,8 @@ fn class_bit(class: u64) -> u8 {
 fn key_type_bit(key_type: Option<u64>) -> u8 {
     match key_type {
         Some(k) if k == ck::CKK_RSA as u64 => RSA,
-        Some(k) if k == ck::CKK_EC as u64 => EC,
-        Some(k) if k == ck::CKK_AES as u64 => AES,
+        Some(k) if k == ck::CKK_EC as u64 || k == ck::CKK_EC_EDWARDS as u64 => EC,
+        Some(k) if k == ck::CKK_AES as u64 || k == ck::CKK_GENERIC_SECRET as u64 => SYM,
         _ => ANY,
     }
 }
@@ -226,7 +242,7 @@ pub fn merge_template(
             _ => {}
         }
         // Secret components never enter the attribute map (see the module docs).
-        if rule.flags & SECRET_PART == 0 {
+        if !secret_part(rule, cbit) {
             attrs.insert(code, a.clone());
         }
     }
@@ -239,16 +255,29 @@ pub fn finish(attrs: &mut BTreeMap<u64, Attribute>, id: ObjectId, origin: Origin
         Some(Attribute::Class(c)) => *c,
         _ => 0,
     };
-    let mut put = |a: Attribute| {
-        attrs.insert(a.type_code(), a);
-    };
-    put(Attribute::UniqueId(id.to_string().into_bytes()));
+    attrs.insert(
+        ck::CKA_UNIQUE_ID as u64,
+        Attribute::UniqueId(id.to_string().into_bytes()),
+    );
+    if class_bit(class) == CERT {
+        // CKA_CHECK_VALUE of a certificate: the first 3 bytes of the SHA-1 of its value.
+        if let Some(Attribute::Value(v)) = attrs.get(&(ck::CKA_VALUE as u64)) {
+            let sha1 = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                v.expose_secret(),
+            );
+            let kcv = sha1.as_ref()[..3].to_vec();
+            attrs.insert(ck::CKA_CHECK_VALUE as u64, Attribute::CheckValue(kcv));
+        }
+    }
     if class_bit(class) & KEYS != 0 {
-        put(Attribute::Local(matches!(origin, Origin::Generated(_))));
-        put(Attribute::KeyGenMechanism(match origin {
+        let local = Attribute::Local(matches!(origin, Origin::Generated(_)));
+        attrs.insert(ck::CKA_LOCAL as u64, local);
+        let mechanism = Attribute::KeyGenMechanism(match origin {
             Origin::Generated(m) => m,
             Origin::Created => ck::CK_UNAVAILABLE_INFORMATION as u64,
-        }));
+        });
+        attrs.insert(ck::CKA_KEY_GEN_MECHANISM as u64, mechanism);
     }
     if class_bit(class) & (PRIV | SECRET) != 0 {
         let sensitive = matches!(
@@ -327,6 +356,92 @@ pub fn key_defaults(class: u64, key_type: u64) -> Vec<Attribute> {
     v
 }
 
+/// Attributes every data object or certificate has, with their defaults.
+pub fn storage_defaults(class: u64) -> Vec<Attribute> {
+    let mut v = vec![
+        Attribute::Class(class),
+        Attribute::Token(false),
+        // Certificates are public by default (applications look them up before login);
+        // data objects may hold anything, so they are private unless asked otherwise.
+        Attribute::Private(class_bit(class) == DATA),
+        Attribute::Modifiable(true),
+        Attribute::Copyable(true),
+        Attribute::Destroyable(true),
+        Attribute::Label(Vec::new()),
+    ];
+    if class_bit(class) == DATA {
+        v.extend([
+            Attribute::Application(Vec::new()),
+            Attribute::ObjectIdDer(Vec::new()),
+            Attribute::Value(SecretBytes::default()),
+        ]);
+    } else {
+        v.extend([
+            Attribute::Id(Vec::new()),
+            Attribute::Issuer(Vec::new()),
+            Attribute::SerialNumber(Vec::new()),
+            Attribute::Trusted(false),
+            Attribute::CertificateCategory(0),
+            Attribute::StartDate(Vec::new()),
+            Attribute::EndDate(Vec::new()),
+        ]);
+    }
+    v
+}
+
+/// Checks a `C_SetAttributeValue` (or, with `copy`, a `C_CopyObject`) template against the
+/// object and returns the attribute map after the change.
+///
+/// # Errors
+/// `AttributeTypeInvalid` for an attribute the object cannot have; `AttributeReadOnly` for one
+/// that may not change, or not in that direction, or not by this user; each names the attribute.
+pub fn apply_changes(
+    obj: &Object,
+    template: &[Attribute],
+    is_admin: bool,
+    copy: bool,
+) -> Result<BTreeMap<u64, Attribute>, Error> {
+    let cbit = class_bit(obj.class());
+    let kbit = key_type_bit(obj.key_type());
+    let mut attrs = obj.attrs.clone();
+    for a in template {
+        let code = a.type_code();
+        let read_only = |why: &str| {
+            Error::new(
+                ErrorCode::AttributeReadOnly,
+                format!("{}: {why}", name(code)),
+            )
+        };
+        let rule = find_rule(code)
+            .filter(|r| r.classes & cbit != 0 && r.key_types & kbit != 0)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::AttributeTypeInvalid,
+                    format!("{}: not an attribute of this object", name(code)),
+                )
+            })?;
+        if attrs.get(&code) == Some(a) {
+            continue; // setting the current value is always allowed
+        }
+        let data_value = cbit == DATA && code == ck::CKA_VALUE as u64;
+        if !(rule.flags & MODIFY != 0 || (copy && rule.flags & COPY != 0) || data_value) {
+            return Err(read_only("cannot be changed after creation"));
+        }
+        let new_true = a.to_raw().as_slice() == [1];
+        if rule.flags & ONLY_TO_TRUE != 0 && !new_true {
+            return Err(read_only("can only change from FALSE to TRUE"));
+        }
+        if rule.flags & ONLY_TO_FALSE != 0 && new_true {
+            return Err(read_only("can only change from TRUE to FALSE"));
+        }
+        if rule.flags & SO_ONLY != 0 && new_true && !is_admin {
+            return Err(read_only("only an administrator may set it"));
+        }
+        attrs.insert(code, a.clone());
+    }
+    Ok(attrs)
+}
+
 /// An object as stored on disk and carried by the replicated log: attributes (no secrets),
 /// owner, and key material wrapped under the cluster domain key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -341,7 +456,7 @@ pub struct StoredObject {
 }
 
 /// What an object holds besides attributes.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Body {
     /// Data objects, certificates.
     None,
@@ -487,7 +602,7 @@ impl Object {
         let Some(rule) = find_rule(code) else {
             return AttrOutcome::Invalid;
         };
-        if rule.flags & SECRET_PART == 0
+        if !secret_part(rule, class_bit(self.class()))
             || rule.classes & class_bit(self.class()) == 0
             || rule.key_types & key_type_bit(self.key_type()) == 0
         {
@@ -549,6 +664,104 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::AttributeReadOnly);
         assert!(err.message.contains("CKA_LOCAL"), "{}", err.message);
+    }
+
+    fn secret_key_object() -> Object {
+        let class = ck::CKO_SECRET_KEY as u64;
+        let key_type = ck::CKK_AES as u64;
+        let mut attrs = merge_template(
+            class,
+            Some(key_type),
+            &[Attribute::Sensitive(false), Attribute::Extractable(true)],
+            key_defaults(class, key_type),
+            Origin::Generated(ck::CKM_AES_KEY_GEN as u64),
+        )
+        .unwrap();
+        finish(
+            &mut attrs,
+            ObjectId(1),
+            Origin::Generated(ck::CKM_AES_KEY_GEN as u64),
+        );
+        Object {
+            id: ObjectId(1),
+            attrs,
+            owner: "alice".into(),
+            body: Body::None,
+            wrapped: None,
+        }
+    }
+
+    #[test]
+    fn set_attribute_rules_follow_the_spec() {
+        let obj = secret_key_object();
+        let code = |t: &[Attribute]| {
+            apply_changes(&obj, t, false, false)
+                .map(|_| ())
+                .map_err(|e| e.code)
+        };
+        assert_eq!(code(&[Attribute::Label(b"new".to_vec())]), Ok(()));
+        assert_eq!(code(&[Attribute::Sensitive(true)]), Ok(()));
+        assert_eq!(code(&[Attribute::Extractable(false)]), Ok(()));
+        assert_eq!(code(&[Attribute::Encrypt(false)]), Ok(()));
+        // Same value is always fine; read-only and one-way rules otherwise.
+        assert_eq!(code(&[Attribute::Local(true)]), Ok(()));
+        assert_eq!(
+            code(&[Attribute::Local(false)]),
+            Err(ErrorCode::AttributeReadOnly)
+        );
+        assert_eq!(
+            code(&[Attribute::ValueLen(16)]),
+            Err(ErrorCode::AttributeReadOnly)
+        );
+        assert_eq!(code(&[Attribute::Token(false)]), Ok(()));
+        assert_eq!(
+            code(&[Attribute::Token(true)]),
+            Err(ErrorCode::AttributeReadOnly)
+        );
+        assert_eq!(
+            code(&[Attribute::Trusted(true)]),
+            Err(ErrorCode::AttributeReadOnly)
+        );
+        assert_eq!(
+            code(&[Attribute::Modulus(vec![1])]),
+            Err(ErrorCode::AttributeTypeInvalid)
+        );
+        assert!(apply_changes(&obj, &[Attribute::Trusted(true)], true, false).is_ok());
+        // Copy may change the storage attributes.
+        assert!(
+            apply_changes(
+                &obj,
+                &[Attribute::Token(true), Attribute::Modifiable(false)],
+                false,
+                true
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            apply_changes(
+                &obj,
+                &[Attribute::Modifiable(false), Attribute::Copyable(true)],
+                false,
+                true
+            )
+            .map(|_| ())
+            .map_err(|e| e.code),
+            Ok(())
+        );
+
+        let sealed = Object {
+            attrs: apply_changes(&obj, &[Attribute::Sensitive(true)], false, false).unwrap(),
+            ..obj
+        };
+        let code = |t: &[Attribute]| {
+            apply_changes(&sealed, t, false, false)
+                .map(|_| ())
+                .map_err(|e| e.code)
+        };
+        assert_eq!(
+            code(&[Attribute::Sensitive(false)]),
+            Err(ErrorCode::AttributeReadOnly)
+        );
     }
 
     #[test]

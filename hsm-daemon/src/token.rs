@@ -12,9 +12,12 @@ use crate::store::Table;
 use crate::store::sealed::{SealedBatch, SealedStore};
 use crate::users::{Lockouts, UserRecord};
 use cluster_sync::{LogIndex, Replicator, SingleNode, StateMachine};
+use cryptoki_sys as ck;
 use hsm_proto::ObjectId;
+use hsm_proto::msg::Role;
+use hsm_proto::{Attribute, Password};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
@@ -55,12 +58,100 @@ fn encode<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, Error> {
         .map_err(|e| Error::device(format!("encoding failed: {e}")))
 }
 
+/// Token objects with indexes on the attributes applications search by (`pkcs11:` URIs use
+/// label, id and class), so `C_FindObjects` does not scan.
+#[derive(Debug, Default)]
+struct Objects {
+    by_id: HashMap<ObjectId, Arc<Object>>,
+    by_label: HashMap<Vec<u8>, HashSet<ObjectId>>,
+    by_ckaid: HashMap<Vec<u8>, HashSet<ObjectId>>,
+    by_class: HashMap<u64, HashSet<ObjectId>>,
+}
+
+fn index_keys(obj: &Object) -> (Option<Vec<u8>>, Option<Vec<u8>>, u64) {
+    let label = match obj.attrs.get(&(ck::CKA_LABEL as u64)) {
+        Some(Attribute::Label(l)) => Some(l.clone()),
+        _ => None,
+    };
+    let id = match obj.attrs.get(&(ck::CKA_ID as u64)) {
+        Some(Attribute::Id(i)) => Some(i.clone()),
+        _ => None,
+    };
+    (label, id, obj.class())
+}
+
+impl Objects {
+    fn insert(&mut self, obj: Arc<Object>) {
+        self.remove(obj.id);
+        let (label, ckaid, class) = index_keys(&obj);
+        if let Some(l) = label {
+            self.by_label.entry(l).or_default().insert(obj.id);
+        }
+        if let Some(i) = ckaid {
+            self.by_ckaid.entry(i).or_default().insert(obj.id);
+        }
+        self.by_class.entry(class).or_default().insert(obj.id);
+        self.by_id.insert(obj.id, obj);
+    }
+
+    fn remove(&mut self, id: ObjectId) {
+        let Some(old) = self.by_id.remove(&id) else {
+            return;
+        };
+        let (label, ckaid, class) = index_keys(&old);
+        fn unlink<K: std::hash::Hash + Eq>(
+            map: &mut HashMap<K, HashSet<ObjectId>>,
+            key: K,
+            id: ObjectId,
+        ) {
+            if let Some(set) = map.get_mut(&key) {
+                set.remove(&id);
+                if set.is_empty() {
+                    map.remove(&key);
+                }
+            }
+        }
+        if let Some(l) = label {
+            unlink(&mut self.by_label, l, id);
+        }
+        if let Some(i) = ckaid {
+            unlink(&mut self.by_ckaid, i, id);
+        }
+        unlink(&mut self.by_class, class, id);
+    }
+
+    /// Candidates for a template: the smallest indexed set it names, else everything.
+    fn find(&self, template: &[Attribute]) -> Vec<Arc<Object>> {
+        let empty = HashSet::new();
+        let mut best: Option<&HashSet<ObjectId>> = None;
+        for a in template {
+            let set = match a {
+                Attribute::Label(l) => self.by_label.get(l).unwrap_or(&empty),
+                Attribute::Id(i) => self.by_ckaid.get(i).unwrap_or(&empty),
+                Attribute::Class(c) => self.by_class.get(c).unwrap_or(&empty),
+                _ => continue,
+            };
+            if best.is_none_or(|b| set.len() < b.len()) {
+                best = Some(set);
+            }
+        }
+        let candidates: Box<dyn Iterator<Item = &Arc<Object>>> = match best {
+            Some(ids) => Box::new(ids.iter().filter_map(|id| self.by_id.get(id))),
+            None => Box::new(self.by_id.values()),
+        };
+        candidates
+            .filter(|o| o.matches(template))
+            .cloned()
+            .collect()
+    }
+}
+
 /// The unsealed token state.
 #[derive(Debug)]
 pub struct TokenState {
     store: SealedStore,
     cdk: ClusterDomainKey,
-    objects: RwLock<HashMap<ObjectId, Arc<Object>>>,
+    objects: RwLock<Objects>,
     users: RwLock<HashMap<String, UserRecord>>,
     /// Login failure tracking.
     pub lockouts: Lockouts,
@@ -97,7 +188,7 @@ impl TokenState {
             .try_into()
             .map_err(|_| Error::device("stored cluster domain key has a bad length"))?;
         let cdk = ClusterDomainKey::from_bytes(Zeroizing::new(bytes))?;
-        let mut objects = HashMap::new();
+        let mut objects = Objects::default();
         for (key, value) in store.scan(Table::Objects)? {
             let raw: [u8; 16] = key
                 .as_slice()
@@ -106,7 +197,7 @@ impl TokenState {
             let id = ObjectId(u128::from_be_bytes(raw));
             let stored: StoredObject = postcard::from_bytes(&value)
                 .map_err(|e| Error::device(format!("object {id} is damaged: {e}")))?;
-            objects.insert(id, Arc::new(Object::from_stored(id, stored, &cdk)?));
+            objects.insert(Arc::new(Object::from_stored(id, stored, &cdk)?));
         }
         let mut users = HashMap::new();
         for (key, value) in store.scan(Table::Users)? {
@@ -155,24 +246,39 @@ impl TokenState {
             .objects
             .read()
             .map_err(|_| poisoned())?
+            .by_id
             .get(&id)
             .cloned())
     }
 
-    /// Every object, for searches.
-    pub fn objects(&self) -> Result<Vec<Arc<Object>>, Error> {
-        Ok(self
-            .objects
-            .read()
-            .map_err(|_| poisoned())?
-            .values()
-            .cloned()
-            .collect())
+    /// The token objects whose attributes match `template` (visibility is the caller's job).
+    pub fn find(&self, template: &[Attribute]) -> Result<Vec<Arc<Object>>, Error> {
+        Ok(self.objects.read().map_err(|_| poisoned())?.find(template))
     }
 
     /// Number of token objects.
     pub fn object_count(&self) -> usize {
-        self.objects.read().map(|o| o.len()).unwrap_or(0)
+        self.objects.read().map(|o| o.by_id.len()).unwrap_or(0)
+    }
+
+    /// Changes (or creates) a user's password, keeping (or setting) its role.
+    ///
+    /// # Errors
+    /// `PinLenRange` for a bad new password; store failures.
+    pub fn set_password(
+        token: &Token,
+        name: &str,
+        role: Role,
+        password: &Password,
+    ) -> Result<(), Error> {
+        let user = crate::users::new_record(role, password)?;
+        commit(
+            token,
+            Command::PutUser {
+                name: name.to_owned(),
+                user,
+            },
+        )
     }
 
     /// A user's record.
@@ -202,13 +308,13 @@ impl StateMachine for TokenState {
                 self.objects
                     .write()
                     .map_err(|_| poisoned())?
-                    .insert(id, Arc::new(parsed));
+                    .insert(Arc::new(parsed));
             }
             Command::DestroyObject { id } => {
                 let mut batch = SealedBatch::default();
                 batch.delete(Table::Objects, object_key(id));
                 self.store.commit(batch)?;
-                self.objects.write().map_err(|_| poisoned())?.remove(&id);
+                self.objects.write().map_err(|_| poisoned())?.remove(id);
             }
             Command::PutUser { name, user } => {
                 let mut batch = SealedBatch::default();
