@@ -94,6 +94,8 @@ error_codes! {
     WrappedKeyInvalid = CKR_WRAPPED_KEY_INVALID,
     WrappingKeyHandleInvalid = CKR_WRAPPING_KEY_HANDLE_INVALID,
     UnwrappingKeyHandleInvalid = CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+    KeyIndigestible = CKR_KEY_INDIGESTIBLE,
+    SessionReadOnlyExists = CKR_SESSION_READ_ONLY_EXISTS,
 }
 
 impl From<ErrorCode> for u64 {
