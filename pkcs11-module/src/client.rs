@@ -533,10 +533,13 @@ async fn drive(conn: Arc<Connection>, stream: TlsStream<TcpStream>) {
     let _guard = KillOnDrop(conn.clone());
     let (reader, writer) = tokio::io::split(stream);
     let why = tokio::select! {
-        why = read_loop(&conn, reader) => why,
+        why = read_loop(&conn, reader) => Some(why),
         why = write_loop(&conn, writer) => why,
     };
-    tracing::warn!(node = %conn.node, "connection closed: {why}");
+    match why {
+        Some(why) => tracing::warn!(node = %conn.node, "connection lost: {why}"),
+        None => tracing::debug!(node = %conn.node, "connection closed"),
+    }
 }
 
 async fn read_loop(conn: &Connection, mut reader: ReadHalf<TlsStream<TcpStream>>) -> String {
@@ -555,13 +558,17 @@ async fn read_loop(conn: &Connection, mut reader: ReadHalf<TlsStream<TcpStream>>
     }
 }
 
-async fn write_loop(conn: &Connection, mut writer: WriteHalf<TlsStream<TcpStream>>) -> String {
+/// Returns why the connection failed, or `None` when the module closed it.
+async fn write_loop(
+    conn: &Connection,
+    mut writer: WriteHalf<TlsStream<TcpStream>>,
+) -> Option<String> {
     let mut batch = Vec::new();
     loop {
         conn.wake.notified().await;
         if conn.is_dead() {
             let _ = writer.shutdown().await;
-            return "closed by the module".into();
+            return None;
         }
         {
             let mut outbox = match conn.outbox.lock() {
@@ -580,7 +587,7 @@ async fn write_loop(conn: &Connection, mut writer: WriteHalf<TlsStream<TcpStream
         .await;
         wipe(&mut batch);
         if let Err(e) = written {
-            return format!("write failed: {e}");
+            return Some(format!("write failed: {e}"));
         }
     }
 }

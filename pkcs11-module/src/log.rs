@@ -5,6 +5,7 @@
 //! Nothing logged here or anywhere in the module contains a PIN, key material or data.
 
 use hsm_proto::config::ModuleConfig;
+use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::EnvFilter;
@@ -51,7 +52,11 @@ pub fn init(config: &ModuleConfig) {
                 .with_writer(Mutex::new(file))
                 .try_init()
                 .is_ok(),
-            None => builder.with_writer(std::io::stderr).try_init().is_ok(),
+            None => builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .try_init()
+                .is_ok(),
         };
         INITIALIZED.store(installed, Ordering::SeqCst);
     });

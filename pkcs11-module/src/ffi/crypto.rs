@@ -5,7 +5,8 @@ use super::{array, array_mut, input, out, output, set_length};
 use crate::token::{self, crypto::Kind};
 use cryptoki_sys as ck;
 
-/// `*Init` for every kind.
+/// `*Init` for every kind. A NULL mechanism cancels the active operation of that kind
+/// (PKCS#11 3.0 semantics, harmless for 2.40 callers).
 ///
 /// # Safety
 /// `mech` is NULL or a valid `CK_MECHANISM`.
@@ -16,6 +17,9 @@ unsafe fn init(
     key: ck::CK_OBJECT_HANDLE,
 ) -> crate::error::Result<()> {
     let token = token::current()?;
+    if mech.is_null() {
+        return token.operation_cancel(session, kind);
+    }
     // SAFETY: the caller's contract.
     let mechanism = unsafe { mechanism(mech) }?;
     token.operation_init(session, kind, mechanism, key)

@@ -241,6 +241,16 @@ impl Token {
         Ok(())
     }
 
+    /// `*Init` with a NULL mechanism: ends the active operation of that kind, if any.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`.
+    pub fn operation_cancel(&self, handle: ck::CK_SESSION_HANDLE, kind: Kind) -> Result<()> {
+        let session = self.session(handle)?;
+        session.ops.lock()?.slot(kind).take();
+        Ok(())
+    }
+
     /// `C_Sign`, `C_Encrypt`, `C_Decrypt`: runs the operation on `input`; `out` `None` is a
     /// size query. Returns the output length.
     ///
