@@ -27,9 +27,9 @@ pub fn obtain(env: &str, prompt: &str, confirm: bool) -> Result<Password> {
             .map_err(|_| CtlError::Usage(format!("${env} is not valid UTF-8")))?;
         return non_empty(Password::new(value), env);
     }
-    let first = read_hidden(prompt)?;
+    let first = read_hidden(prompt, env)?;
     if confirm && io::stdin().is_terminal() {
-        let second = read_hidden("Repeat to confirm: ")?;
+        let second = read_hidden("Repeat to confirm: ", env)?;
         if first.expose_secret() != second.expose_secret() {
             return Err(CtlError::Usage("the two entries differ".into()));
         }
@@ -63,7 +63,7 @@ pub fn split_pin(pin: &Password) -> Result<(String, Password)> {
 }
 
 /// Reads one line: without echo from a terminal, plainly from a pipe.
-fn read_hidden(prompt: &str) -> Result<Password> {
+fn read_hidden(prompt: &str, env: &str) -> Result<Password> {
     let stdin = io::stdin();
     let mut line = Zeroizing::new(String::new());
     if stdin.is_terminal() {
@@ -87,7 +87,7 @@ fn read_hidden(prompt: &str) -> Result<Password> {
             .map_err(|e| CtlError::Usage(format!("cannot read stdin: {e}")))?;
         if n == 0 {
             return Err(CtlError::Usage(format!(
-                "{} (stdin is closed; set the environment variable instead)",
+                "no input for \"{}\": stdin is closed and ${env} is not set",
                 prompt.trim_end().trim_end_matches(':')
             )));
         }
