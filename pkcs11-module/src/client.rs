@@ -420,7 +420,9 @@ impl Connection {
 
     /// Sends `request` under `id` and waits for its response.
     fn call(&self, id: u64, request: &Request, timeout: Duration) -> Result<Response> {
-        let slot = THREAD.with(|t| t.slot.clone());
+        let slot = THREAD
+            .try_with(|t| t.slot.clone())
+            .map_err(|_| Error::Device("called during thread teardown".into()))?;
         slot.arm(id)?;
         {
             let mut pending = self.pending.lock()?;
@@ -463,24 +465,26 @@ impl Connection {
             id: RequestId(id),
             body: request,
         };
-        THREAD.with(|t| -> Result<()> {
-            let mut scratch = t.scratch.borrow_mut();
-            let encoded = frame::encode_into(&envelope, &mut scratch);
-            let result = match encoded {
-                Ok(()) => {
-                    let mut outbox = self.outbox.lock()?;
-                    outbox.extend_from_slice(&scratch);
-                    Ok(())
-                }
-                Err(FrameError::TooLarge(n)) => {
-                    tracing::debug!(request = request.name(), "request of {n} bytes too large");
-                    Err(Error::Code(hsm_proto::ErrorCode::DataLenRange))
-                }
-                Err(e) => Err(Error::Device(format!("cannot encode request: {e}"))),
-            };
-            wipe(&mut scratch);
-            result
-        })?;
+        THREAD
+            .try_with(|t| -> Result<()> {
+                let mut scratch = t.scratch.borrow_mut();
+                let encoded = frame::encode_into(&envelope, &mut scratch);
+                let result = match encoded {
+                    Ok(()) => {
+                        let mut outbox = self.outbox.lock()?;
+                        outbox.extend_from_slice(&scratch);
+                        Ok(())
+                    }
+                    Err(FrameError::TooLarge(n)) => {
+                        tracing::debug!(request = request.name(), "request of {n} bytes too large");
+                        Err(Error::Code(hsm_proto::ErrorCode::DataLenRange))
+                    }
+                    Err(e) => Err(Error::Device(format!("cannot encode request: {e}"))),
+                };
+                wipe(&mut scratch);
+                result
+            })
+            .map_err(|_| Error::Device("called during thread teardown".into()))??;
         self.wake.notify_one();
         Ok(())
     }
