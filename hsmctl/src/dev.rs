@@ -8,8 +8,8 @@
 use crate::client::{NodeClient, load_config};
 use crate::daemon::{self, RunningDaemon};
 use crate::error::{CtlError, Result};
-use crate::init::{self, DEV_USER, InitOptions, MODULE_FILE};
-use crate::layout::{ClusterDir, DEFAULT_NODE, DevEnv, NodeToml};
+use crate::init::{self, DEV_USER, InitOptions, MODULE_FILE, toml_of};
+use crate::layout::{ClusterDir, DEFAULT_NODE, DevEnv, NodeToml, replace};
 use crate::ops;
 use crate::secret_input::split_pin;
 use hsm_proto::config::ModuleConfig;
@@ -147,7 +147,8 @@ fn print_usage(dir: &ClusterDir, env: &DevEnv) {
         "  pkcs11-tool --module \"$HSM_PKCS11_MODULE\" --login --pin \"$HSM_PIN\" \
          --keypairgen --key-type EC:prime256v1 --label my-key"
     );
-    println!("  hsmctl status --dir {root}");
+    let hsmctl = std::env::current_exe().unwrap_or_else(|_| "hsmctl".into());
+    println!("  {} status --dir {root}", hsmctl.display());
     if !env.module.is_file() {
         println!(
             "NOTE: {} does not exist yet: build it with `cargo build --release -p hsm-pkcs11`",
@@ -172,6 +173,29 @@ impl StopSignals {
             int: signal(SignalKind::interrupt()).map_err(signal_err)?,
         })
     }
+}
+
+/// Points an existing development cluster at another port: the node's and both clients'
+/// configurations (certificates name hosts, not ports, so they stay valid).
+fn move_to_port(dir: &ClusterDir, port: u16) -> Result<()> {
+    let node_path = dir.node_toml(DEFAULT_NODE);
+    let mut node = NodeToml::load(&node_path)?;
+    let listen = format!("127.0.0.1:{port}");
+    if node.listen == listen {
+        return Ok(());
+    }
+    println!(
+        "Moving the development cluster from {} to {listen}",
+        node.listen
+    );
+    node.listen = listen.clone();
+    replace(&node_path, toml_of(&node)?.as_bytes(), 0o644)?;
+    for path in [dir.pkcs11_toml(), dir.admin_toml()] {
+        let mut config = load_config(&path)?;
+        config.nodes = vec![listen.clone()];
+        replace(&path, toml_of(&config)?.as_bytes(), 0o644)?;
+    }
+    Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM, or for the daemon to die. Returns what happened.
@@ -221,15 +245,8 @@ pub fn run(opts: &DevOptions, rt: &Runtime) -> Result<()> {
                 dir.env_file().display()
             )));
         }
-        let node = NodeToml::load(&dir.node_toml(DEFAULT_NODE))?;
-        if let Some(port) = opts.port
-            && !node.listen.ends_with(&format!(":{port}"))
-        {
-            eprintln!(
-                "hsmctl dev: {} already listens on {} (from its node.toml); --port {port} ignored",
-                dir.root().display(),
-                node.listen
-            );
+        if let Some(port) = opts.port {
+            move_to_port(&dir, port)?;
         }
         println!(
             "Reusing the development cluster in {}",

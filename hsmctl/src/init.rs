@@ -114,7 +114,11 @@ fn module_config(dir: &ClusterDir, addr: &str, client: &str) -> ModuleConfig {
     }
 }
 
-fn toml_of<T: serde::Serialize>(value: &T) -> Result<String> {
+/// Encodes a configuration file.
+///
+/// # Errors
+/// If the value cannot be encoded.
+pub fn toml_of<T: serde::Serialize>(value: &T) -> Result<String> {
     toml::to_string(value).map_err(|e| CtlError::Config(format!("cannot encode TOML: {e}")))
 }
 

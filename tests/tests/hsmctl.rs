@@ -298,3 +298,142 @@ fn hsmctl_dev_runs_a_working_cluster() {
     );
     assert!(!stdout2.contains("created crypto user"), "{stdout2}");
 }
+
+/// Kills a daemon started by hand when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn hsmctl_init_with_a_passphrase() {
+    let art = artifacts();
+    let scratch = TestDir::new("passphrase");
+    let dir = scratch.path().join("prod");
+    let dir_s = dir.to_string_lossy().into_owned();
+    let port = free_port();
+    let hsmctl = |args: &[&str], env: &[(&str, &str)], stdin: Option<&str>| {
+        let mut cmd = Command::new(&art.hsmctl);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run hsmctl");
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().expect("stdin");
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).expect("write stdin");
+            }
+        }
+        child.wait_with_output().expect("wait hsmctl")
+    };
+
+    let out = hsmctl(
+        &[
+            "init",
+            "--dir",
+            &dir_s,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cluster-name",
+            "prod",
+            "--daemon-bin",
+            &art.daemon.to_string_lossy(),
+        ],
+        &[
+            ("HSM_UNSEAL_PASSPHRASE", "correct horse battery staple"),
+            ("HSM_ADMIN_PASSWORD", "admin-pw-4"),
+        ],
+        None,
+    );
+    assert_success("hsmctl init", &out);
+    let (stdout, stderr) = text(&out);
+    for secret in ["correct horse", "admin-pw-4"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    }
+    assert!(!dir.join("dev.key").exists() && !dir.join("env").exists());
+    // Private keys are readable by their owner only.
+    for key in [
+        "ca.key",
+        "node1/node.key",
+        "clients/admin.key",
+        "clients/app.key",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(key))
+            .expect(key)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+
+    let log = File::create(scratch.path().join("daemon.log")).expect("log");
+    let _daemon = KillOnDrop(
+        Command::new(&art.daemon)
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("node1/node.toml"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !std::fs::read_to_string(scratch.path().join("daemon.log"))
+        .unwrap_or_default()
+        .contains("listening on")
+    {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = hsmctl(&["status", "--dir", &dir_s], &[], None);
+    assert!(
+        text(&out).0.contains("state:    SEALED"),
+        "{}",
+        text(&out).0
+    );
+    assert!(!text(&out).0.contains("development"), "{}", text(&out).0);
+
+    // The passphrase from the environment, a wrong one refused, a right one from stdin.
+    let out = hsmctl(
+        &["unseal", "--dir", &dir_s],
+        &[("HSM_UNSEAL_PASSPHRASE", "wrong horse")],
+        None,
+    );
+    assert!(
+        !out.status.success(),
+        "a wrong passphrase unsealed the node"
+    );
+    let out = hsmctl(
+        &["unseal", "--dir", &dir_s],
+        &[],
+        Some("correct horse battery staple\n"),
+    );
+    assert_success("hsmctl unseal (stdin)", &out);
+    assert!(text(&out).0.contains("unsealed"));
+
+    let config = dir.join("admin.toml").to_string_lossy().into_owned();
+    let out = hsmctl(
+        &["user", "create", "dave", "--config", &config],
+        &[
+            ("HSM_SO_PIN", "admin:admin-pw-4"),
+            ("HSM_NEW_USER_PASSWORD", "dave-pw-5"),
+        ],
+        None,
+    );
+    assert_success("hsmctl user create", &out);
+    let out = hsmctl(&["status", "--config", &config], &[], None);
+    assert!(
+        text(&out).0.contains("state:    unsealed"),
+        "{}",
+        text(&out).0
+    );
+}
