@@ -52,12 +52,20 @@ pub fn dev_key_secret(path: &Path) -> Result<UnsealSecret> {
 pub async fn unseal(config: &Path, dev_key_file: Option<&Path>) -> Result<()> {
     let config = load_config(config)?;
     let mut client = NodeClient::connect(&config).await?;
-    if client.status().await?.seal == SealState::Unsealed {
+    let before = client.status().await?;
+    if before.seal == SealState::Unsealed {
         println!("{}: already unsealed", client.node);
         return Ok(());
     }
     let secret = match dev_key_file {
         Some(path) => dev_key_secret(path)?,
+        None if before.dev_unseal => {
+            return Err(CtlError::Usage(format!(
+                "{} was initialized for development and unseals with its key file: \
+                 pass --dev-key-file (D/dev.key in its cluster directory)",
+                client.node
+            )));
+        }
         None => UnsealSecret::Passphrase(secret_input::obtain(
             secret_input::ENV_UNSEAL,
             "Unseal passphrase: ",

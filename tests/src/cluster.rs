@@ -177,7 +177,16 @@ impl Cluster {
             daemon: None,
             _owned: owned,
         };
-        cluster.start_daemon();
+        // The port was free when chosen; if something took it since, take another.
+        for attempt in 1.. {
+            match cluster.try_start_daemon() {
+                Ok(()) => break,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    cluster.move_to_port(free_port());
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
         cluster.unseal();
         let password = cluster.user_password().to_owned();
         cluster.create_user("alice", &password);
@@ -243,6 +252,13 @@ impl Cluster {
 
     /// Starts `hsm-daemon run` (sealed) and waits until it listens.
     pub fn start_daemon(&mut self) {
+        if let Err(log) = self.try_start_daemon() {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts the daemon; `Err` with its log if it exits before listening.
+    fn try_start_daemon(&mut self) -> Result<(), String> {
         assert!(self.daemon.is_none(), "daemon already running");
         let before = self.listening_lines();
         let log = OpenOptions::new()
@@ -269,10 +285,10 @@ impl Cluster {
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 self.daemon = None;
-                panic!(
+                return Err(format!(
                     "hsm-daemon exited ({status}) before listening; log:\n{}",
                     tail(&self.daemon_log_path(), 40)
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,
@@ -282,6 +298,27 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
+    }
+
+    /// Moves the cluster to another port: the node's and both clients' configurations.
+    fn move_to_port(&mut self, port: u16) {
+        let addr = format!("127.0.0.1:{port}");
+        let edit = |path: PathBuf, key: &str, value: toml::Value| {
+            let mut table: toml::Table =
+                toml::from_str(&fs::read_to_string(&path).expect("read config")).expect("parse");
+            table.insert(key.into(), value);
+            fs::write(&path, toml::to_string(&table).expect("encode")).expect("write config");
+        };
+        edit(self.node_toml(), "listen", addr.clone().into());
+        for file in ["pkcs11.toml", "admin.toml"] {
+            edit(
+                self.dir.join(file),
+                "nodes",
+                toml::Value::Array(vec![addr.clone().into()]),
+            );
+        }
+        self.port = port;
     }
 
     /// Stops the daemon with SIGTERM and waits for it to exit.

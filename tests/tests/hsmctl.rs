@@ -60,6 +60,11 @@ fn hsmctl_status_unseal_users_and_refusals() {
     let (stdout, _) = text(&status(&cluster));
     assert!(stdout.contains("SEALED"), "{stdout}");
 
+    // A development node without its key file: told what to pass.
+    let out = cluster.hsmctl(&["unseal", "--dir", &dir], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("--dev-key-file"), "{}", text(&out).1);
+
     cluster.unseal();
     let key = cluster.dir.join("dev.key").to_string_lossy().into_owned();
     let out = cluster.hsmctl(&["unseal", "--dir", &dir, "--dev-key-file", &key], &[]);
