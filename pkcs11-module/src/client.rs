@@ -194,6 +194,40 @@ impl Client {
         }
     }
 
+    /// Changes the logged-in user's password (`C_SetPIN`) and keeps the new one for
+    /// reconnects.
+    ///
+    /// # Errors
+    /// The node's verdict (`CKR_PIN_INCORRECT`, `CKR_USER_NOT_LOGGED_IN`, …) or a transport
+    /// error.
+    pub fn set_pin(&self, old: Password, new: Password) -> Result<()> {
+        let _serial = self.connect_lock.lock()?;
+        let conn = self.connection_locked()?;
+        let request = Request::SetPin {
+            old,
+            new: new.clone(),
+        };
+        let response = conn.call(self.fresh_id(), &request, self.settings.request_timeout)?;
+        match node_answer(&request, response)? {
+            Response::PinChanged => {
+                if let Some(credentials) = self.credentials.lock()?.as_mut() {
+                    credentials.password = new;
+                }
+                Ok(())
+            }
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// The name of the logged-in user, if any.
+    pub fn username(&self) -> Result<Option<String>> {
+        Ok(self
+            .credentials
+            .lock()?
+            .as_ref()
+            .map(|c| c.username.clone()))
+    }
+
     /// Stops using the network: fails the requests in flight and refuses new ones. Called by
     /// `C_Finalize` before the runtime shuts down.
     pub fn close(&self) {

@@ -176,10 +176,12 @@ fn param_invalid() -> Error {
 
 /// Parses a `CK_MECHANISM`. Parameters are read only for mechanisms we serve: an unknown
 /// mechanism comes back without them, for the token to refuse as `CKR_MECHANISM_INVALID`.
+/// Parameter structures the spec defines are parsed with their exact size; any other
+/// parameter is passed on as bytes for the node to judge.
 ///
 /// # Errors
-/// `ArgumentsBad` for NULL; `MechanismParamInvalid` for a parameter of the wrong size, a
-/// NULL one where one is required, or one given to a mechanism that takes none.
+/// `ArgumentsBad` for NULL; `MechanismParamInvalid` for a parameter of the wrong size or a
+/// NULL one where one is required.
 ///
 /// # Safety
 /// `ptr` is NULL or points to a `CK_MECHANISM` whose parameter is valid as described.
@@ -190,7 +192,18 @@ pub unsafe fn mechanism(ptr: *const ck::CK_MECHANISM) -> Result<Mechanism> {
     if mechlist::info(kind).is_none() {
         return Ok(Mechanism::plain(kind));
     }
-    let params = match m.mechanism {
+    // SAFETY: the caller's contract.
+    let params = unsafe { params(m) }?;
+    Ok(Mechanism { kind, params })
+}
+
+/// The parameter of a served mechanism.
+///
+/// # Safety
+/// As [`mechanism`].
+unsafe fn params(m: &ck::CK_MECHANISM) -> Result<MechanismParams> {
+    let absent = m.pParameter.is_null() || m.ulParameterLen == 0;
+    Ok(match m.mechanism {
         ck::CKM_AES_GCM => {
             // SAFETY: the caller's contract for the parameter; `param` checks the size.
             let full = unsafe { param::<ck::CK_GCM_PARAMS>(m) };
@@ -209,7 +222,16 @@ pub unsafe fn mechanism(ptr: *const ck::CK_MECHANISM) -> Result<Mechanism> {
                 tag_bits: tag_bits as u64,
             }
         }
-        ck::CKM_SHA256_RSA_PKCS_PSS | ck::CKM_RSA_PKCS_PSS => {
+        ck::CKM_RSA_PKCS_PSS
+        | ck::CKM_SHA1_RSA_PKCS_PSS
+        | ck::CKM_SHA224_RSA_PKCS_PSS
+        | ck::CKM_SHA256_RSA_PKCS_PSS
+        | ck::CKM_SHA384_RSA_PKCS_PSS
+        | ck::CKM_SHA512_RSA_PKCS_PSS
+        | ck::CKM_SHA3_224_RSA_PKCS_PSS
+        | ck::CKM_SHA3_256_RSA_PKCS_PSS
+        | ck::CKM_SHA3_384_RSA_PKCS_PSS
+        | ck::CKM_SHA3_512_RSA_PKCS_PSS => {
             // SAFETY: the caller's contract for the parameter.
             let p = unsafe { param::<ck::CK_RSA_PKCS_PSS_PARAMS>(m) }.ok_or_else(param_invalid)?;
             MechanismParams::Pss {
@@ -218,11 +240,57 @@ pub unsafe fn mechanism(ptr: *const ck::CK_MECHANISM) -> Result<Mechanism> {
                 salt_len: p.sLen as u64,
             }
         }
-        _ if m.pParameter.is_null() || m.ulParameterLen == 0 => MechanismParams::None,
-        // Everything else we serve takes no parameter.
-        _ => return Err(param_invalid()),
-    };
-    Ok(Mechanism { kind, params })
+        ck::CKM_RSA_PKCS_OAEP => {
+            // SAFETY: the caller's contract for the parameter.
+            let p = unsafe { param::<ck::CK_RSA_PKCS_OAEP_PARAMS>(m) }.ok_or_else(param_invalid)?;
+            let label = match p.source {
+                ck::CKZ_DATA_SPECIFIED => {
+                    // SAFETY: the caller's contract: pSourceData points to its length.
+                    unsafe { param_bytes(p.pSourceData as *const u8, p.ulSourceDataLen) }?
+                }
+                0 => Vec::new(),
+                _ => return Err(param_invalid()),
+            };
+            MechanismParams::Oaep {
+                hash: p.hashAlg as u64,
+                mgf: p.mgf as u64,
+                label,
+            }
+        }
+        ck::CKM_AES_CTR => {
+            // SAFETY: the caller's contract for the parameter.
+            let p = unsafe { param::<ck::CK_AES_CTR_PARAMS>(m) }.ok_or_else(param_invalid)?;
+            MechanismParams::AesCtr {
+                counter_bits: p.ulCounterBits as u64,
+                block: p.cb.to_vec(),
+            }
+        }
+        ck::CKM_ECDH1_DERIVE | ck::CKM_ECDH1_COFACTOR_DERIVE => {
+            // SAFETY: the caller's contract for the parameter.
+            let p = unsafe { param::<ck::CK_ECDH1_DERIVE_PARAMS>(m) }.ok_or_else(param_invalid)?;
+            MechanismParams::Ecdh1Derive {
+                kdf: p.kdf as u64,
+                // SAFETY: the caller's contract: the pointers point to their lengths.
+                shared_data: unsafe { param_bytes(p.pSharedData, p.ulSharedDataLen) }?,
+                // SAFETY: as above.
+                public_data: unsafe { param_bytes(p.pPublicData, p.ulPublicDataLen) }?,
+            }
+        }
+        ck::CKM_EDDSA if !absent => {
+            // SAFETY: the caller's contract for the parameter.
+            let p = unsafe { param::<ck::CK_EDDSA_PARAMS>(m) }.ok_or_else(param_invalid)?;
+            MechanismParams::Eddsa {
+                prehash: p.phFlag != 0,
+                // SAFETY: the caller's contract: pContextData points to its length.
+                context: unsafe { param_bytes(p.pContextData, p.ulContextDataLen) }?,
+            }
+        }
+        _ if absent => MechanismParams::None,
+        // SAFETY: the caller's contract: pParameter points to ulParameterLen bytes.
+        _ => MechanismParams::Bytes(unsafe {
+            param_bytes(m.pParameter as *const u8, m.ulParameterLen)
+        }?),
+    })
 }
 
 /// A `CK_MECHANISM` with a parameter, for tests.

@@ -14,7 +14,7 @@ unsafe fn init(
     session: ck::CK_SESSION_HANDLE,
     kind: Kind,
     mech: *const ck::CK_MECHANISM,
-    key: ck::CK_OBJECT_HANDLE,
+    key: Option<ck::CK_OBJECT_HANDLE>,
 ) -> crate::error::Result<()> {
     let token = token::current()?;
     if mech.is_null() {
@@ -114,7 +114,7 @@ cryptoki_fn! {
         key: ck::CK_OBJECT_HANDLE,
     ) {
         // SAFETY: the caller passes a mechanism.
-        unsafe { init(session, Kind::Sign, mech, key) }
+        unsafe { init(session, Kind::Sign, mech, Some(key)) }
     }
 
     /// Signs in one part.
@@ -152,7 +152,7 @@ cryptoki_fn! {
         key: ck::CK_OBJECT_HANDLE,
     ) {
         // SAFETY: the caller passes a mechanism.
-        unsafe { init(session, Kind::Verify, mech, key) }
+        unsafe { init(session, Kind::Verify, mech, Some(key)) }
     }
 
     /// Verifies in one part.
@@ -196,7 +196,7 @@ cryptoki_fn! {
         key: ck::CK_OBJECT_HANDLE,
     ) {
         // SAFETY: the caller passes a mechanism.
-        unsafe { init(session, Kind::Encrypt, mech, key) }
+        unsafe { init(session, Kind::Encrypt, mech, Some(key)) }
     }
 
     /// Encrypts in one part (in place is allowed).
@@ -240,7 +240,7 @@ cryptoki_fn! {
         key: ck::CK_OBJECT_HANDLE,
     ) {
         // SAFETY: the caller passes a mechanism.
-        unsafe { init(session, Kind::Decrypt, mech, key) }
+        unsafe { init(session, Kind::Decrypt, mech, Some(key)) }
     }
 
     /// Decrypts in one part (in place is allowed).
@@ -289,5 +289,44 @@ cryptoki_fn! {
     /// Seeding is not supported: the cluster's generator takes no outside seed.
     fn C_SeedRandom(session: ck::CK_SESSION_HANDLE, _seed: *mut ck::CK_BYTE, _len: ck::CK_ULONG) {
         token::current()?.seed_random(session)
+    }
+
+    /// Starts a digest.
+    fn C_DigestInit(session: ck::CK_SESSION_HANDLE, mech: *mut ck::CK_MECHANISM) {
+        // SAFETY: the caller passes a mechanism.
+        unsafe { init(session, Kind::Digest, mech, None) }
+    }
+
+    /// Digests in one part.
+    fn C_Digest(
+        session: ck::CK_SESSION_HANDLE,
+        data: *mut ck::CK_BYTE,
+        data_len: ck::CK_ULONG,
+        digest: *mut ck::CK_BYTE,
+        digest_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes its buffers with their lengths.
+        unsafe { single(session, Kind::Digest, data, data_len, digest, digest_len) }
+    }
+
+    /// Adds data to a multi-part digest.
+    fn C_DigestUpdate(session: ck::CK_SESSION_HANDLE, part: *mut ck::CK_BYTE, part_len: ck::CK_ULONG) {
+        // SAFETY: the caller passes `part_len` bytes.
+        unsafe { update(session, Kind::Digest, part, part_len) }
+    }
+
+    /// Adds a secret key's value to a multi-part digest.
+    fn C_DigestKey(session: ck::CK_SESSION_HANDLE, key: ck::CK_OBJECT_HANDLE) {
+        token::current()?.digest_key(session, key)
+    }
+
+    /// Finishes a multi-part digest.
+    fn C_DigestFinal(
+        session: ck::CK_SESSION_HANDLE,
+        digest: *mut ck::CK_BYTE,
+        digest_len: *mut ck::CK_ULONG,
+    ) {
+        // SAFETY: the caller passes its buffer with its length.
+        unsafe { finish(session, Kind::Digest, digest, digest_len) }
     }
 }

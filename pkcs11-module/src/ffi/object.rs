@@ -1,7 +1,7 @@
 //! Object management functions and key generation.
 
 use super::convert::{fill_template, mechanism, requested_types, search_template, template};
-use super::{array_mut, bad, out};
+use super::{array, array_mut, bad, out, output, set_length};
 use crate::token;
 use cryptoki_sys as ck;
 
@@ -141,6 +141,112 @@ cryptoki_fn! {
         *unsafe { out(public_key) }? = public;
         // SAFETY: as above.
         *unsafe { out(private_key) }? = private;
+        Ok(())
+    }
+
+    /// Changes attributes of an object.
+    fn C_SetAttributeValue(
+        session: ck::CK_SESSION_HANDLE,
+        object: ck::CK_OBJECT_HANDLE,
+        attributes: *mut ck::CK_ATTRIBUTE,
+        count: ck::CK_ULONG,
+    ) {
+        let token = token::current()?;
+        if attributes.is_null() {
+            return Err(bad());
+        }
+        // SAFETY: the caller passes `count` attributes.
+        let template = unsafe { template(attributes, count) }?;
+        token.set_attribute_value(session, object, template)
+    }
+
+    /// Copies an object, with some attributes changed.
+    fn C_CopyObject(
+        session: ck::CK_SESSION_HANDLE,
+        object: ck::CK_OBJECT_HANDLE,
+        attributes: *mut ck::CK_ATTRIBUTE,
+        count: ck::CK_ULONG,
+        new_object: *mut ck::CK_OBJECT_HANDLE,
+    ) {
+        let token = token::current()?;
+        // SAFETY: the caller passes `count` attributes, or NULL.
+        let template = unsafe { template(attributes, count) }?;
+        if new_object.is_null() {
+            return Err(bad());
+        }
+        let handle = token.copy_object(session, object, template)?;
+        // SAFETY: the caller passes a handle to fill (non-NULL, checked above).
+        *unsafe { out(new_object) }? = handle;
+        Ok(())
+    }
+
+    /// Wraps a key; a NULL output asks for the length.
+    fn C_WrapKey(
+        session: ck::CK_SESSION_HANDLE,
+        mech: *mut ck::CK_MECHANISM,
+        wrapping_key: ck::CK_OBJECT_HANDLE,
+        key: ck::CK_OBJECT_HANDLE,
+        wrapped: *mut ck::CK_BYTE,
+        wrapped_len: *mut ck::CK_ULONG,
+    ) {
+        let token = token::current()?;
+        // SAFETY: the caller passes a mechanism.
+        let mechanism = unsafe { mechanism(mech) }?;
+        // SAFETY: the caller passes a length to fill.
+        let len = unsafe { out(wrapped_len) }?;
+        // SAFETY: the caller passes `*len` writable bytes, or NULL.
+        let buf = unsafe { output(wrapped, *len) }?;
+        let result = token.wrap_key(session, mechanism, wrapping_key, key, buf);
+        set_length(len, result)
+    }
+
+    /// Unwraps a key into a new object.
+    fn C_UnwrapKey(
+        session: ck::CK_SESSION_HANDLE,
+        mech: *mut ck::CK_MECHANISM,
+        unwrapping_key: ck::CK_OBJECT_HANDLE,
+        wrapped: *mut ck::CK_BYTE,
+        wrapped_len: ck::CK_ULONG,
+        attributes: *mut ck::CK_ATTRIBUTE,
+        count: ck::CK_ULONG,
+        key: *mut ck::CK_OBJECT_HANDLE,
+    ) {
+        let token = token::current()?;
+        // SAFETY: the caller passes a mechanism.
+        let mechanism = unsafe { mechanism(mech) }?;
+        if wrapped.is_null() || key.is_null() {
+            return Err(bad());
+        }
+        // SAFETY: the caller passes `wrapped_len` bytes.
+        let wrapped = unsafe { array(wrapped, wrapped_len) }?;
+        // SAFETY: the caller passes `count` attributes, or NULL.
+        let template = unsafe { template(attributes, count) }?;
+        let handle = token.unwrap_key(session, mechanism, unwrapping_key, wrapped, template)?;
+        // SAFETY: the caller passes a handle to fill (non-NULL, checked above).
+        *unsafe { out(key) }? = handle;
+        Ok(())
+    }
+
+    /// Derives a key into a new object.
+    fn C_DeriveKey(
+        session: ck::CK_SESSION_HANDLE,
+        mech: *mut ck::CK_MECHANISM,
+        base_key: ck::CK_OBJECT_HANDLE,
+        attributes: *mut ck::CK_ATTRIBUTE,
+        count: ck::CK_ULONG,
+        key: *mut ck::CK_OBJECT_HANDLE,
+    ) {
+        let token = token::current()?;
+        // SAFETY: the caller passes a mechanism.
+        let mechanism = unsafe { mechanism(mech) }?;
+        // SAFETY: the caller passes `count` attributes, or NULL.
+        let template = unsafe { template(attributes, count) }?;
+        if key.is_null() {
+            return Err(bad());
+        }
+        let handle = token.derive_key(session, mechanism, base_key, template)?;
+        // SAFETY: the caller passes a handle to fill (non-NULL, checked above).
+        *unsafe { out(key) }? = handle;
         Ok(())
     }
 }

@@ -60,4 +60,35 @@ cryptoki_fn! {
     fn C_Logout(session: ck::CK_SESSION_HANDLE) {
         token::current()?.logout(session)
     }
+
+    /// Changes the logged-in user's password (`name:password` or the bare password).
+    fn C_SetPIN(
+        session: ck::CK_SESSION_HANDLE,
+        old: *mut ck::CK_UTF8CHAR,
+        old_len: ck::CK_ULONG,
+        new: *mut ck::CK_UTF8CHAR,
+        new_len: ck::CK_ULONG,
+    ) {
+        let token = token::current()?;
+        if old.is_null() || new.is_null() {
+            return Err(bad());
+        }
+        // SAFETY: the caller passes `old_len` bytes.
+        let old = unsafe { array(old, old_len) }?;
+        // SAFETY: the caller passes `new_len` bytes.
+        let new = unsafe { array(new, new_len) }?;
+        token.set_pin(session, old, new)
+    }
+
+    /// In an SO session: creates the crypto user of a `name:password` PIN, or resets its
+    /// password.
+    fn C_InitPIN(session: ck::CK_SESSION_HANDLE, pin: *mut ck::CK_UTF8CHAR, pin_len: ck::CK_ULONG) {
+        let token = token::current()?;
+        if pin.is_null() {
+            return Err(bad());
+        }
+        // SAFETY: the caller passes `pin_len` bytes.
+        let pin = unsafe { array(pin, pin_len) }?;
+        token.init_pin(session, pin)
+    }
 }

@@ -19,17 +19,10 @@ type Len = ck::CK_ULONG;
 type LenOut = *mut ck::CK_ULONG;
 type Mech = *mut ck::CK_MECHANISM;
 type Object = ck::CK_OBJECT_HANDLE;
-type Template = *mut ck::CK_ATTRIBUTE;
 
 cryptoki_fn! {
     /// Token initialization is done with `hsmctl`.
     fn C_InitToken(_slot: ck::CK_SLOT_ID, _pin: *mut ck::CK_UTF8CHAR, _len: Len, _label: *mut ck::CK_UTF8CHAR) {
-        not_supported()
-    }
-    /// Users are managed with `hsmctl`.
-    fn C_InitPIN(_s: Session, _pin: *mut ck::CK_UTF8CHAR, _len: Len) { not_supported() }
-    /// Passwords are changed with `hsmctl`.
-    fn C_SetPIN(_s: Session, _old: *mut ck::CK_UTF8CHAR, _old_len: Len, _new: *mut ck::CK_UTF8CHAR, _new_len: Len) {
         not_supported()
     }
     /// Not supported.
@@ -38,20 +31,6 @@ cryptoki_fn! {
     fn C_SetOperationState(_s: Session, _state: Bytes, _len: Len, _enc: Object, _auth: Object) {
         not_supported()
     }
-    /// Not supported.
-    fn C_CopyObject(_s: Session, _o: Object, _t: Template, _n: Len, _new: *mut Object) { not_supported() }
-    /// Not supported.
-    fn C_SetAttributeValue(_s: Session, _o: Object, _t: Template, _n: Len) { not_supported() }
-    /// Digests are computed by the application.
-    fn C_DigestInit(_s: Session, _m: Mech) { not_supported() }
-    /// Not supported.
-    fn C_Digest(_s: Session, _d: Bytes, _l: Len, _o: Bytes, _ol: LenOut) { not_supported() }
-    /// Not supported.
-    fn C_DigestUpdate(_s: Session, _d: Bytes, _l: Len) { not_supported() }
-    /// Not supported.
-    fn C_DigestKey(_s: Session, _k: Object) { not_supported() }
-    /// Not supported.
-    fn C_DigestFinal(_s: Session, _o: Bytes, _ol: LenOut) { not_supported() }
     /// Not supported.
     fn C_SignRecoverInit(_s: Session, _m: Mech, _k: Object) { not_supported() }
     /// Not supported.
@@ -68,16 +47,6 @@ cryptoki_fn! {
     fn C_SignEncryptUpdate(_s: Session, _d: Bytes, _l: Len, _o: Bytes, _ol: LenOut) { not_supported() }
     /// Not supported.
     fn C_DecryptVerifyUpdate(_s: Session, _d: Bytes, _l: Len, _o: Bytes, _ol: LenOut) { not_supported() }
-    /// Not supported yet.
-    fn C_WrapKey(_s: Session, _m: Mech, _wk: Object, _k: Object, _o: Bytes, _ol: LenOut) { not_supported() }
-    /// Not supported yet.
-    fn C_UnwrapKey(_s: Session, _m: Mech, _uk: Object, _w: Bytes, _wl: Len, _t: Template, _n: Len, _k: *mut Object) {
-        not_supported()
-    }
-    /// Not supported yet.
-    fn C_DeriveKey(_s: Session, _m: Mech, _bk: Object, _t: Template, _n: Len, _k: *mut Object) {
-        not_supported()
-    }
     /// Legacy: always `CKR_FUNCTION_NOT_PARALLEL`.
     fn C_GetFunctionStatus(_s: Session) {
         token::current()?;

@@ -1,14 +1,21 @@
-//! Sign, verify, encrypt, decrypt, random.
+//! Sign, verify, encrypt, decrypt, digest, random.
 //!
 //! `*Init` checks the mechanism and the key locally (the node checks again when the operation
-//! runs) and records the operation in the session. Single-part calls run it on the node.
-//! Multi-part calls accumulate the data in the module and send it at `*Final` (the node takes
-//! whole messages); the total is bounded by what fits in one frame.
+//! runs) and records the operation in the session: no round trip.
 //!
-//! The size-query protocol: a call without an output buffer runs the operation on the node,
-//! keeps the result in the operation and returns its length; the next call hands the kept
-//! result out. `CKR_BUFFER_TOO_SMALL` keeps the operation (and its result); success and every
-//! other error end it.
+//! Single-part calls send one request. Multi-part calls buffer their input in the module, up
+//! to what one request carries ([`MAX_ACCUMULATED`], about 4 MiB); `*Final` sends it as one
+//! single-part request, so a multi-part operation also costs one round trip. Only input
+//! beyond that streams to the node as `OperationUpdate` requests of that size (the node keeps
+//! the operation's state), up to [`MAX_MULTIPART`] in total; `*Final` then ends it with
+//! `OperationFinal`. Encryption and
+//! decryption return all their output at `*Final` (`*Update` outputs nothing, which the spec
+//! allows and GCM requires anyway).
+//!
+//! The size-query protocol: a call without an output buffer runs the operation, keeps the
+//! result and returns its length; the next call hands the kept result out.
+//! `CKR_BUFFER_TOO_SMALL` keeps the operation (and its result); success and every other error
+//! end it.
 
 use super::Token;
 use super::object::FindState;
@@ -16,15 +23,17 @@ use super::session::Session;
 use crate::client::unexpected;
 use crate::error::{Error, Result};
 use cryptoki_sys as ck;
-use hsm_proto::SecretBytes;
 use hsm_proto::frame::{MAX_FRAME_LEN, MAX_RANDOM_LEN};
 use hsm_proto::mechlist;
 use hsm_proto::{ErrorCode, Mechanism, MechanismParams, ObjectId, ObjectInfo, Request, Response};
+use hsm_proto::{OperationKind, OperationStart, SecretBytes};
 use zeroize::Zeroizing;
 
-/// The most data a multi-part operation accumulates: what fits in one request frame, with
-/// room for the rest of the request.
+/// The most input one request carries: what fits in one frame with room for the rest.
 pub const MAX_ACCUMULATED: usize = MAX_FRAME_LEN - (64 << 10);
+
+/// The most input one multi-part operation takes (`CKR_DATA_LEN_RANGE` beyond).
+pub const MAX_MULTIPART: usize = 64 << 20;
 
 /// The operations a session can have active, one of each kind (PKCS#11 allows them at the
 /// same time).
@@ -36,6 +45,7 @@ pub struct Operations {
     verify: Option<Operation>,
     encrypt: Option<Operation>,
     decrypt: Option<Operation>,
+    digest: Option<Operation>,
 }
 
 /// The kind of a cryptographic operation.
@@ -49,6 +59,8 @@ pub enum Kind {
     Encrypt,
     /// `C_Decrypt*`.
     Decrypt,
+    /// `C_Digest*`.
+    Digest,
 }
 
 impl Kind {
@@ -59,6 +71,7 @@ impl Kind {
             Kind::Verify => ck::CKF_VERIFY,
             Kind::Encrypt => ck::CKF_ENCRYPT,
             Kind::Decrypt => ck::CKF_DECRYPT,
+            Kind::Digest => ck::CKF_DIGEST,
         }
     }
 
@@ -69,6 +82,17 @@ impl Kind {
             Kind::Verify => ObjectInfo::VERIFY,
             Kind::Encrypt => ObjectInfo::ENCRYPT,
             Kind::Decrypt => ObjectInfo::DECRYPT,
+            Kind::Digest => 0,
+        }
+    }
+
+    fn wire(self) -> OperationKind {
+        match self {
+            Kind::Sign => OperationKind::Sign,
+            Kind::Verify => OperationKind::Verify,
+            Kind::Encrypt => OperationKind::Encrypt,
+            Kind::Decrypt => OperationKind::Decrypt,
+            Kind::Digest => OperationKind::Digest,
         }
     }
 }
@@ -80,32 +104,40 @@ impl Operations {
             Kind::Verify => &mut self.verify,
             Kind::Encrypt => &mut self.encrypt,
             Kind::Decrypt => &mut self.decrypt,
+            Kind::Digest => &mut self.digest,
         }
     }
 }
 
-/// What a mechanism needs, beyond its row in [`mechlist`].
+/// What the module checks locally about a mechanism, beyond its row in [`mechlist`].
+/// Mechanisms without a rule are left entirely to the node.
 #[derive(Clone, Copy, Debug)]
 struct Rule {
     kind: ck::CK_MECHANISM_TYPE,
     key_type: ck::CK_KEY_TYPE,
-    /// Whether `*Update`/`*Final` are allowed (hashing and AEAD mechanisms).
+    /// Whether `*Update`/`*Final` are allowed (the spec's single-part-only mechanisms: no).
     multipart: bool,
     params: Params,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Params {
+    /// No parameter.
     None,
+    /// Whatever the node accepts.
+    Any,
     /// `CK_GCM_PARAMS`, 12-byte IV, 128-bit tag.
     Gcm,
     /// `CK_RSA_PKCS_PSS_PARAMS` with SHA-256 and MGF1-SHA-256.
     PssSha256,
 }
 
-/// Sorted by mechanism number.
+/// Sorted by mechanism number (a test keeps it sorted).
 const RULES: &[Rule] = &[
     rule(ck::CKM_RSA_PKCS, ck::CKK_RSA, false, Params::None),
+    rule(ck::CKM_RSA_X_509, ck::CKK_RSA, false, Params::None),
+    rule(ck::CKM_RSA_PKCS_OAEP, ck::CKK_RSA, false, Params::Any),
+    rule(ck::CKM_RSA_PKCS_PSS, ck::CKK_RSA, false, Params::Any),
     rule(ck::CKM_SHA256_RSA_PKCS, ck::CKK_RSA, true, Params::None),
     rule(
         ck::CKM_SHA256_RSA_PKCS_PSS,
@@ -115,6 +147,7 @@ const RULES: &[Rule] = &[
     ),
     rule(ck::CKM_ECDSA, ck::CKK_EC, false, Params::None),
     rule(ck::CKM_ECDSA_SHA256, ck::CKK_EC, true, Params::None),
+    rule(ck::CKM_EDDSA, ck::CKK_EC_EDWARDS, false, Params::Any),
     rule(ck::CKM_AES_GCM, ck::CKK_AES, true, Params::Gcm),
 ];
 
@@ -139,6 +172,7 @@ fn rule_of(kind: u64) -> Option<&'static Rule> {
 /// Checks a mechanism's parameters against its rule.
 fn check_params(rule: &Rule, params: &MechanismParams) -> Result<()> {
     let ok = match (rule.params, params) {
+        (Params::Any, _) => true,
         (Params::None, MechanismParams::None) => true,
         (Params::Gcm, MechanismParams::Gcm { iv, tag_bits, .. }) => {
             iv.len() == 12 && *tag_bits == 128
@@ -158,15 +192,31 @@ fn check_params(rule: &Rule, params: &MechanismParams) -> Result<()> {
 /// An active operation.
 #[derive(Debug)]
 struct Operation {
-    key: ObjectId,
+    key: Option<ObjectId>,
     mechanism: Mechanism,
     multipart: bool,
-    /// `*Update` was called: only `*Update` and `*Final` may follow.
+    /// `*Update` (or `C_DigestKey`) was called: only more of those and `*Final` may follow.
     streaming: bool,
-    /// Data accumulated by `*Update`.
-    data: Zeroizing<Vec<u8>>,
+    /// Input not yet sent to the node.
+    buffer: Zeroizing<Vec<u8>>,
+    /// All input so far, for the [`MAX_MULTIPART`] bound.
+    fed: usize,
+    /// The node holds this operation's state (an `OperationUpdate` or `DigestKey` went out).
+    started: bool,
+    /// Output the node produced for updates, handed out at `*Final`.
+    output: Zeroizing<Vec<u8>>,
     /// The result of a size query or a too-small buffer, handed out by the next call.
     result: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Operation {
+    /// What the node needs to start this operation, if it has not started it yet.
+    fn start(&self) -> Option<OperationStart> {
+        (!self.started).then(|| OperationStart {
+            key: self.key,
+            mechanism: self.mechanism.clone(),
+        })
+    }
 }
 
 /// Copies a kept result out, or reports the length needed. Ends the operation when the
@@ -189,7 +239,8 @@ fn deliver(slot: &mut Option<Operation>, out: Option<&mut [u8]>) -> Result<usize
 }
 
 impl Token {
-    /// `C_SignInit`, `C_VerifyInit`, `C_EncryptInit`, `C_DecryptInit`.
+    /// `C_SignInit`, `C_VerifyInit`, `C_EncryptInit`, `C_DecryptInit`, `C_DigestInit`
+    /// (without a key).
     ///
     /// # Errors
     /// `SessionHandleInvalid`; `OperationActive`; `MechanismInvalid` for a mechanism not
@@ -201,7 +252,7 @@ impl Token {
         handle: ck::CK_SESSION_HANDLE,
         kind: Kind,
         mechanism: Mechanism,
-        key: ck::CK_OBJECT_HANDLE,
+        key: Option<ck::CK_OBJECT_HANDLE>,
     ) -> Result<()> {
         let session = self.session(handle)?;
         let mut ops = session.ops.lock()?;
@@ -212,30 +263,34 @@ impl Token {
         if !mechlist::supports(mechanism.kind, kind.mechanism_flag() as u64) {
             return Err(ErrorCode::MechanismInvalid.into());
         }
-        let entry = self.object(key)?.ok_or(ErrorCode::KeyHandleInvalid)?;
-        let multipart = match rule_of(mechanism.kind) {
-            Some(rule) => {
-                check_params(rule, &mechanism.params)?;
-                if entry.info.key_type != Some(rule.key_type as u64) {
+        let rule = rule_of(mechanism.kind);
+        if let Some(rule) = rule {
+            check_params(rule, &mechanism.params)?;
+        }
+        let key = match key {
+            None => None,
+            Some(key) => {
+                let entry = self.object(key)?.ok_or(ErrorCode::KeyHandleInvalid)?;
+                let key_type = entry.info.key_type.ok_or(ErrorCode::KeyTypeInconsistent)?;
+                if rule.is_some_and(|r| key_type != r.key_type as u64) {
                     return Err(ErrorCode::KeyTypeInconsistent.into());
                 }
-                rule.multipart
+                if !entry.info.allows(kind.usage()) {
+                    return Err(ErrorCode::KeyFunctionNotPermitted.into());
+                }
+                Some(entry.info.id)
             }
-            // Served but without a local rule: the node decides everything.
-            None => false,
         };
-        if entry.info.key_type.is_none() {
-            return Err(ErrorCode::KeyTypeInconsistent.into());
-        }
-        if !entry.info.allows(kind.usage()) {
-            return Err(ErrorCode::KeyFunctionNotPermitted.into());
-        }
         *slot = Some(Operation {
-            key: entry.info.id,
+            key,
             mechanism,
-            multipart,
+            // Without a local rule the node decides what a mechanism allows.
+            multipart: rule.is_none_or(|r| r.multipart),
             streaming: false,
-            data: Zeroizing::new(Vec::new()),
+            buffer: Zeroizing::new(Vec::new()),
+            fed: 0,
+            started: false,
+            output: Zeroizing::new(Vec::new()),
             result: None,
         });
         Ok(())
@@ -247,16 +302,43 @@ impl Token {
     /// `SessionHandleInvalid`.
     pub fn operation_cancel(&self, handle: ck::CK_SESSION_HANDLE, kind: Kind) -> Result<()> {
         let session = self.session(handle)?;
-        session.ops.lock()?.slot(kind).take();
+        let op = session.ops.lock()?.slot(kind).take();
+        if let Some(op) = op {
+            self.abandon(&session, kind, &op);
+        }
         Ok(())
     }
 
-    /// `C_Sign`, `C_Encrypt`, `C_Decrypt`: runs the operation on `input`; `out` `None` is a
-    /// size query. Returns the output length.
+    /// Drops the node's state of an operation that ends without `OperationFinal`. Waits for
+    /// the answer: the node runs a connection's requests concurrently, so a cancel sent
+    /// without waiting could overtake the start of the session's next operation and kill it.
+    /// Errors are only logged; the state dies with the session anyway.
+    fn abandon(&self, session: &Session, kind: Kind, op: &Operation) {
+        if op.started {
+            let request = Request::OperationCancel {
+                session: session.id(),
+                kind: kind.wire(),
+            };
+            if let Err(e) = self.call_for(session, &request) {
+                tracing::debug!("cancel of an abandoned operation failed: {e}");
+            }
+        }
+    }
+
+    /// Ends an operation after an error.
+    fn fail(&self, session: &Session, kind: Kind, slot: &mut Option<Operation>, e: Error) -> Error {
+        if let Some(op) = slot.take() {
+            self.abandon(session, kind, &op);
+        }
+        e
+    }
+
+    /// `C_Sign`, `C_Encrypt`, `C_Decrypt`, `C_Digest`: runs the operation on `input`; `out`
+    /// `None` is a size query. Returns the output length.
     ///
     /// # Errors
     /// `SessionHandleInvalid`; `OperationNotInitialized` (also after `*Update`);
-    /// `BufferTooSmall` with the length needed; the node's verdict.
+    /// `BufferTooSmall` with the length needed; `DataLenRange`; the node's verdict.
     pub fn operation_single(
         &self,
         handle: ck::CK_SESSION_HANDLE,
@@ -271,28 +353,25 @@ impl Token {
             return Err(ErrorCode::OperationNotInitialized.into());
         };
         if op.streaming {
-            *slot = None;
-            return Err(ErrorCode::OperationNotInitialized.into());
+            let e = ErrorCode::OperationNotInitialized.into();
+            return Err(self.fail(&session, kind, slot, e));
         }
         if op.result.is_none() {
-            match self.run(&session, kind, op, input) {
+            match self.run_whole(&session, kind, op, input, None) {
                 Ok(result) => op.result = Some(result),
-                Err(e) => {
-                    *slot = None;
-                    return Err(e);
-                }
+                Err(e) => return Err(self.fail(&session, kind, slot, e)),
             }
         }
         deliver(slot, out)
     }
 
-    /// `C_SignUpdate`, `C_VerifyUpdate`, `C_EncryptUpdate`, `C_DecryptUpdate`: accumulates
-    /// `part` (encrypt and decrypt output nothing until `*Final`).
+    /// `C_*Update`: buffers `part`, streaming to the node what does not fit in one request
+    /// (encrypt and decrypt output nothing until `*Final`).
     ///
     /// # Errors
     /// `SessionHandleInvalid`; `OperationNotInitialized` (also for single-part-only
     /// mechanisms such as `CKM_ECDSA`, which ends the operation); `DataLenRange` beyond
-    /// [`MAX_ACCUMULATED`].
+    /// [`MAX_MULTIPART`]; the node's verdict.
     pub fn operation_update(
         &self,
         handle: ck::CK_SESSION_HANDLE,
@@ -306,20 +385,23 @@ impl Token {
             return Err(ErrorCode::OperationNotInitialized.into());
         };
         if !op.multipart || op.result.is_some() {
-            *slot = None;
-            return Err(ErrorCode::OperationNotInitialized.into());
+            let e = ErrorCode::OperationNotInitialized.into();
+            return Err(self.fail(&session, kind, slot, e));
         }
-        if op.data.len().saturating_add(part.len()) > MAX_ACCUMULATED {
-            *slot = None;
-            return Err(ErrorCode::DataLenRange.into());
+        if op.fed.saturating_add(part.len()) > MAX_MULTIPART {
+            let e = ErrorCode::DataLenRange.into();
+            return Err(self.fail(&session, kind, slot, e));
         }
-        op.data.extend_from_slice(part);
+        op.fed += part.len();
         op.streaming = true;
+        if let Err(e) = self.feed(&session, kind, op, part) {
+            return Err(self.fail(&session, kind, slot, e));
+        }
         Ok(())
     }
 
-    /// `C_SignFinal`, `C_EncryptFinal`, `C_DecryptFinal`: runs the operation on the
-    /// accumulated data; `out` `None` is a size query.
+    /// `C_SignFinal`, `C_EncryptFinal`, `C_DecryptFinal`, `C_DigestFinal`; `out` `None` is a
+    /// size query.
     ///
     /// # Errors
     /// As [`Token::operation_single`]; `OperationNotInitialized` for single-part-only
@@ -337,17 +419,13 @@ impl Token {
             return Err(ErrorCode::OperationNotInitialized.into());
         };
         if !op.multipart {
-            *slot = None;
-            return Err(ErrorCode::OperationNotInitialized.into());
+            let e = ErrorCode::OperationNotInitialized.into();
+            return Err(self.fail(&session, kind, slot, e));
         }
         if op.result.is_none() {
-            let data = std::mem::take(&mut op.data);
-            match self.run(&session, kind, op, &data) {
+            match self.finish(&session, kind, op, None) {
                 Ok(result) => op.result = Some(result),
-                Err(e) => {
-                    *slot = None;
-                    return Err(e);
-                }
+                Err(e) => return Err(self.fail(&session, kind, slot, e)),
             }
         }
         deliver(slot, out)
@@ -366,14 +444,16 @@ impl Token {
     ) -> Result<()> {
         let session = self.session(handle)?;
         let mut ops = session.ops.lock()?;
-        let op = ops
-            .slot(Kind::Verify)
-            .take()
-            .ok_or(ErrorCode::OperationNotInitialized)?;
+        let slot = ops.slot(Kind::Verify);
+        let Some(mut op) = slot.take() else {
+            return Err(ErrorCode::OperationNotInitialized.into());
+        };
         if op.streaming {
+            self.abandon(&session, Kind::Verify, &op);
             return Err(ErrorCode::OperationNotInitialized.into());
         }
-        self.run_verify(&session, op, data, signature)
+        let result = self.run_whole(&session, Kind::Verify, &mut op, data, Some(signature));
+        self.end_verify(&session, &op, result)
     }
 
     /// `C_VerifyFinal`: checks `signature` over the accumulated data. Always ends the
@@ -384,55 +464,206 @@ impl Token {
     pub fn verify_final(&self, handle: ck::CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
         let session = self.session(handle)?;
         let mut ops = session.ops.lock()?;
-        let mut op = ops
-            .slot(Kind::Verify)
-            .take()
-            .ok_or(ErrorCode::OperationNotInitialized)?;
+        let Some(mut op) = ops.slot(Kind::Verify).take() else {
+            return Err(ErrorCode::OperationNotInitialized.into());
+        };
         if !op.multipart {
+            self.abandon(&session, Kind::Verify, &op);
             return Err(ErrorCode::OperationNotInitialized.into());
         }
-        let data = std::mem::take(&mut op.data);
-        self.run_verify(&session, op, &data, signature)
+        let result = self.finish(&session, Kind::Verify, &mut op, Some(signature));
+        self.end_verify(&session, &op, result)
     }
 
-    fn run_verify(
+    /// A verification's outcome; after a failure before `OperationFinal`, makes sure the
+    /// node dropped its state.
+    fn end_verify(
         &self,
         session: &Session,
-        op: Operation,
-        data: &[u8],
-        signature: &[u8],
+        op: &Operation,
+        result: Result<Zeroizing<Vec<u8>>>,
     ) -> Result<()> {
-        let request = Request::Verify {
+        if result.is_err() {
+            self.abandon(session, Kind::Verify, op);
+        }
+        result.map(|_| ())
+    }
+
+    /// `C_DigestKey`: feeds a secret key's value to the active digest, on the node.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`; `OperationNotInitialized`; `KeyHandleInvalid`; the node's
+    /// verdict (`KeyIndigestible`, …).
+    pub fn digest_key(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        key: ck::CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut ops = session.ops.lock()?;
+        let slot = ops.slot(Kind::Digest);
+        let Some(op) = slot.as_mut() else {
+            return Err(ErrorCode::OperationNotInitialized.into());
+        };
+        let key = match self.object(key) {
+            Ok(Some(entry)) => entry.info.id,
+            Ok(None) => {
+                let e = ErrorCode::KeyHandleInvalid.into();
+                return Err(self.fail(&session, Kind::Digest, slot, e));
+            }
+            Err(e) => return Err(e),
+        };
+        op.streaming = true;
+        let sent = (|| {
+            if !op.buffer.is_empty() {
+                self.flush(&session, Kind::Digest, op)?;
+            }
+            let request = Request::DigestKey {
+                session: session.id(),
+                start: op.start(),
+                key,
+            };
+            match self.call_for(&session, &request)? {
+                Response::OperationData(_) => {
+                    op.started = true;
+                    Ok(())
+                }
+                other => Err(unexpected(&request, &other)),
+            }
+        })();
+        sent.map_err(|e| self.fail(&session, Kind::Digest, slot, e))
+    }
+
+    /// Buffers input, sending a full buffer to the node whenever more arrives than fits.
+    fn feed(
+        &self,
+        session: &Session,
+        kind: Kind,
+        op: &mut Operation,
+        mut input: &[u8],
+    ) -> Result<()> {
+        loop {
+            let room = MAX_ACCUMULATED.saturating_sub(op.buffer.len());
+            if input.len() <= room {
+                op.buffer.extend_from_slice(input);
+                return Ok(());
+            }
+            op.buffer.extend_from_slice(&input[..room]);
+            input = &input[room..];
+            self.flush(session, kind, op)?;
+        }
+    }
+
+    /// Sends the buffered input as an `OperationUpdate`, starting the node's operation if
+    /// needed; keeps the output of encryption and decryption for `*Final`.
+    fn flush(&self, session: &Session, kind: Kind, op: &mut Operation) -> Result<()> {
+        let data = SecretBytes::new(std::mem::take(&mut *op.buffer));
+        let request = Request::OperationUpdate {
             session: session.id(),
-            key: op.key,
-            mechanism: op.mechanism,
-            data: data.to_vec(),
-            signature: signature.to_vec(),
+            kind: kind.wire(),
+            start: op.start(),
+            data,
         };
         match self.call_for(session, &request)? {
-            Response::Verified => Ok(()),
+            Response::OperationData(out) => {
+                op.started = true;
+                if op.output.len().saturating_add(out.len()) > MAX_MULTIPART + (64 << 10) {
+                    return Err(ErrorCode::DataLenRange.into());
+                }
+                op.output.extend_from_slice(out.expose_secret());
+                Ok(())
+            }
             other => Err(unexpected(&request, &other)),
         }
     }
 
-    /// Runs a sign, encrypt or decrypt on the node.
-    fn run(
+    /// Ends a multi-part operation: one single-part request if nothing went to the node yet,
+    /// otherwise the rest of the input and `OperationFinal`. Returns the output (empty for
+    /// verify).
+    fn finish(
+        &self,
+        session: &Session,
+        kind: Kind,
+        op: &mut Operation,
+        signature: Option<&[u8]>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        if !op.started {
+            let data = std::mem::take(&mut op.buffer);
+            return self.run_single(session, kind, op, &data, signature);
+        }
+        if !op.buffer.is_empty() {
+            self.flush(session, kind, op)?;
+        }
+        // The node ends the operation whatever the outcome of OperationFinal.
+        op.started = false;
+        let request = Request::OperationFinal {
+            session: session.id(),
+            kind: kind.wire(),
+            start: None,
+            signature: signature.map(<[u8]>::to_vec),
+        };
+        match (kind, self.call_for(session, &request)?) {
+            (Kind::Verify, Response::Verified) => Ok(Zeroizing::new(Vec::new())),
+            (Kind::Verify, Response::OperationData(d)) if d.is_empty() => {
+                Ok(Zeroizing::new(Vec::new()))
+            }
+            (_, Response::OperationData(last)) => {
+                let mut out = std::mem::take(&mut op.output);
+                out.extend_from_slice(last.expose_secret());
+                Ok(out)
+            }
+            (_, other) => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Runs a whole operation over `input`: one request when it fits in a frame, otherwise
+    /// streamed (for mechanisms that allow multi-part).
+    fn run_whole(
+        &self,
+        session: &Session,
+        kind: Kind,
+        op: &mut Operation,
+        input: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        if input.len() <= MAX_ACCUMULATED {
+            return self.run_single(session, kind, op, input, signature);
+        }
+        if !op.multipart || input.len() > MAX_MULTIPART {
+            return Err(ErrorCode::DataLenRange.into());
+        }
+        self.feed(session, kind, op, input)?;
+        self.finish(session, kind, op, signature)
+    }
+
+    /// One single-part request.
+    fn run_single(
         &self,
         session: &Session,
         kind: Kind,
         op: &Operation,
         data: &[u8],
+        signature: Option<&[u8]>,
     ) -> Result<Zeroizing<Vec<u8>>> {
         if data.len() > MAX_ACCUMULATED {
             return Err(ErrorCode::DataLenRange.into());
         }
-        let (session_id, key, mechanism) = (session.id(), op.key, op.mechanism.clone());
+        let session_id = session.id();
+        let mechanism = op.mechanism.clone();
+        let key = op.key.unwrap_or(ObjectId(0));
         let request = match kind {
             Kind::Sign => Request::Sign {
                 session: session_id,
                 key,
                 mechanism,
                 data: SecretBytes::from_slice(data),
+            },
+            Kind::Verify => Request::Verify {
+                session: session_id,
+                key,
+                mechanism,
+                data: data.to_vec(),
+                signature: signature.unwrap_or_default().to_vec(),
             },
             Kind::Encrypt => Request::Encrypt {
                 session: session_id,
@@ -446,12 +677,18 @@ impl Token {
                 mechanism,
                 data: data.to_vec(),
             },
-            Kind::Verify => return Err(Error::Device("verify has no output".into())),
+            Kind::Digest => Request::Digest {
+                session: session_id,
+                mechanism,
+                data: SecretBytes::from_slice(data),
+            },
         };
         match (kind, self.call_for(session, &request)?) {
             (Kind::Sign, Response::Signature(s)) => Ok(Zeroizing::new(s)),
+            (Kind::Verify, Response::Verified) => Ok(Zeroizing::new(Vec::new())),
             (Kind::Encrypt, Response::Ciphertext(c)) => Ok(Zeroizing::new(c)),
             (Kind::Decrypt, Response::Plaintext(p)) => Ok(p.into_zeroizing()),
+            (Kind::Digest, Response::Digest(d)) => Ok(Zeroizing::new(d)),
             (_, other) => Err(unexpected(&request, &other)),
         }
     }
@@ -493,15 +730,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rules_cover_served_signature_and_cipher_mechanisms() {
-        for m in mechlist::MECHANISMS {
-            let op_flags =
-                (ck::CKF_SIGN | ck::CKF_VERIFY | ck::CKF_ENCRYPT | ck::CKF_DECRYPT) as u64;
-            if m.flags & op_flags != 0 {
-                assert!(rule_of(m.kind).is_some(), "no rule for {:#x}", m.kind);
-            }
-        }
+    fn rules_are_sorted_and_name_key_types() {
         assert!(RULES.windows(2).all(|w| w[0].kind < w[1].kind));
+        // Every served signature or cipher mechanism of the first slice has a local rule.
+        for m in [
+            ck::CKM_RSA_PKCS,
+            ck::CKM_SHA256_RSA_PKCS,
+            ck::CKM_SHA256_RSA_PKCS_PSS,
+            ck::CKM_ECDSA,
+            ck::CKM_ECDSA_SHA256,
+            ck::CKM_AES_GCM,
+        ] {
+            assert!(rule_of(m as u64).is_some(), "{m:#x}");
+        }
+        assert!(!rule_of(ck::CKM_ECDSA as u64).unwrap().multipart);
+        assert!(rule_of(ck::CKM_ECDSA_SHA256 as u64).unwrap().multipart);
     }
 
     #[test]
@@ -537,16 +780,23 @@ mod tests {
         assert!(check_params(ecdsa, &MechanismParams::Bytes(vec![1])).is_err());
     }
 
-    #[test]
-    fn size_query_keeps_the_result_until_delivered() {
-        let mut slot = Some(Operation {
-            key: ObjectId(1),
+    fn op_with_result(result: Vec<u8>) -> Option<Operation> {
+        Some(Operation {
+            key: Some(ObjectId(1)),
             mechanism: Mechanism::plain(ck::CKM_ECDSA as u64),
             multipart: false,
             streaming: false,
-            data: Zeroizing::new(Vec::new()),
-            result: Some(Zeroizing::new(vec![7; 64])),
-        });
+            buffer: Zeroizing::new(Vec::new()),
+            fed: 0,
+            started: false,
+            output: Zeroizing::new(Vec::new()),
+            result: Some(Zeroizing::new(result)),
+        })
+    }
+
+    #[test]
+    fn size_query_keeps_the_result_until_delivered() {
+        let mut slot = op_with_result(vec![7; 64]);
         assert_eq!(deliver(&mut slot, None).unwrap(), 64);
         assert!(slot.is_some());
         let mut small = [0u8; 10];
@@ -559,5 +809,13 @@ mod tests {
         assert_eq!(deliver(&mut slot, Some(&mut big)).unwrap(), 64);
         assert_eq!(&big[..64], &[7; 64][..]);
         assert!(slot.is_none());
+    }
+
+    #[test]
+    fn an_operation_starts_the_node_side_once() {
+        let mut op = op_with_result(Vec::new()).unwrap();
+        assert!(op.start().is_some());
+        op.started = true;
+        assert!(op.start().is_none());
     }
 }

@@ -11,6 +11,7 @@
 //! decrypt, random).
 
 pub mod crypto;
+pub mod keys;
 pub mod object;
 pub mod session;
 pub mod slot;

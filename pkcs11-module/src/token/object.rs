@@ -94,7 +94,7 @@ pub struct FindState {
     next: usize,
 }
 
-fn is_token_object(template: &[Attribute]) -> bool {
+pub(super) fn is_token_object(template: &[Attribute]) -> bool {
     matches!(
         attr::find(template, ck::CKA_TOKEN as u64),
         Some(Attribute::Token(true))
@@ -126,7 +126,11 @@ impl Token {
         Ok(self.objects.read()?.get(handle as u64))
     }
 
-    fn register(&self, info: ObjectInfo, session: &Session) -> Result<ck::CK_OBJECT_HANDLE> {
+    pub(super) fn register(
+        &self,
+        info: ObjectInfo,
+        session: &Session,
+    ) -> Result<ck::CK_OBJECT_HANDLE> {
         let owner = owner_of(&info, session);
         Ok(self.objects.write()?.register(info, owner) as ck::CK_OBJECT_HANDLE)
     }
@@ -241,18 +245,86 @@ impl Token {
         }
     }
 
-    /// `C_GetObjectSize`: the handle is checked, the size is not known.
+    /// `C_GetObjectSize`: the node's estimate, in bytes.
     ///
     /// # Errors
-    /// `SessionHandleInvalid`, `ObjectHandleInvalid`.
+    /// `SessionHandleInvalid`, `ObjectHandleInvalid`, and the node's verdict.
     pub fn object_size(
         &self,
         handle: ck::CK_SESSION_HANDLE,
         object: ck::CK_OBJECT_HANDLE,
     ) -> Result<ck::CK_ULONG> {
-        self.session(handle)?;
-        self.object(object)?.ok_or(ErrorCode::ObjectHandleInvalid)?;
-        Ok(super::slot::UNAVAILABLE)
+        let session = self.session(handle)?;
+        let entry = self.object(object)?.ok_or(ErrorCode::ObjectHandleInvalid)?;
+        let request = Request::GetObjectSize {
+            session: session.id(),
+            object: entry.info.id,
+        };
+        match self.call_for(&session, &request)? {
+            Response::ObjectSize(n) => Ok(n as ck::CK_ULONG),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// `C_SetAttributeValue`.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `ObjectHandleInvalid`, `SessionReadOnly` for a token object
+    /// in a read-only session, and the node's verdict (`AttributeReadOnly`, …).
+    pub fn set_attribute_value(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        object: ck::CK_OBJECT_HANDLE,
+        template: Vec<Attribute>,
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let entry = self.object(object)?.ok_or(ErrorCode::ObjectHandleInvalid)?;
+        if !session.rw && entry.info.allows(ObjectInfo::TOKEN) {
+            return Err(ErrorCode::SessionReadOnly.into());
+        }
+        let request = Request::SetAttributeValue {
+            session: session.id(),
+            object: entry.info.id,
+            template,
+        };
+        match self.call_for(&session, &request)? {
+            Response::ObjectUpdated(info) => {
+                self.objects.write()?.register(info, entry.owner);
+                Ok(())
+            }
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// `C_CopyObject`.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`, `ObjectHandleInvalid`, `SessionReadOnly` when the copy would
+    /// be a token object in a read-only session, and the node's verdict.
+    pub fn copy_object(
+        &self,
+        handle: ck::CK_SESSION_HANDLE,
+        object: ck::CK_OBJECT_HANDLE,
+        template: Vec<Attribute>,
+    ) -> Result<ck::CK_OBJECT_HANDLE> {
+        let session = self.session(handle)?;
+        let entry = self.object(object)?.ok_or(ErrorCode::ObjectHandleInvalid)?;
+        let token_copy = match attr::find(&template, ck::CKA_TOKEN as u64) {
+            Some(Attribute::Token(t)) => *t,
+            _ => entry.info.allows(ObjectInfo::TOKEN),
+        };
+        if !session.rw && token_copy {
+            return Err(ErrorCode::SessionReadOnly.into());
+        }
+        let request = Request::CopyObject {
+            session: session.id(),
+            object: entry.info.id,
+            template,
+        };
+        match self.call_for(&session, &request)? {
+            Response::ObjectCreated(info) => self.register(info, &session),
+            other => Err(unexpected(&request, &other)),
+        }
     }
 
     /// `C_GetAttributeValue`: one outcome per requested type, in order. Types this module

@@ -221,6 +221,56 @@ impl Token {
     }
 }
 
+impl Token {
+    /// `C_SetPIN`: changes the logged-in user's password. Either PIN may be given as
+    /// `name:password` (as for `C_Login`) or as the bare password.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`; `SessionReadOnly`; `PinInvalid` for a new PIN that is not
+    /// UTF-8 or empty; the node's verdict (`PinIncorrect`, `UserNotLoggedIn`, …).
+    pub fn set_pin(&self, handle: ck::CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
+        let session = self.session(handle)?;
+        if !session.rw {
+            return Err(ErrorCode::SessionReadOnly.into());
+        }
+        let username = self.client().username()?;
+        let old = bare_password(old, username.as_deref()).ok_or(ErrorCode::PinIncorrect)?;
+        let new = bare_password(new, username.as_deref())
+            .filter(|p| !p.expose_secret().is_empty())
+            .ok_or(ErrorCode::PinInvalid)?;
+        self.client().set_pin(old, new)
+    }
+
+    /// `C_InitPIN`: in an SO session, creates the crypto user of a `name:password` PIN or
+    /// resets its password.
+    ///
+    /// # Errors
+    /// `SessionHandleInvalid`; `UserNotLoggedIn` outside a read/write SO session;
+    /// `PinInvalid` without `:`; the node's verdict.
+    pub fn init_pin(&self, handle: ck::CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
+        let session = self.session(handle)?;
+        if !session.rw || *self.login.read()? != Some(UserType::SecurityOfficer) {
+            return Err(ErrorCode::UserNotLoggedIn.into());
+        }
+        let (username, password) = split_pin(pin).map_err(|_| ErrorCode::PinInvalid)?;
+        let request = Request::InitPin { username, password };
+        match self.call_for(&session, &request)? {
+            Response::PinChanged => Ok(()),
+            other => Err(crate::client::unexpected(&request, &other)),
+        }
+    }
+}
+
+/// The password of a PIN given as `name:password` (for the logged-in `name`) or bare.
+fn bare_password(pin: &[u8], username: Option<&str>) -> Option<Password> {
+    let text = std::str::from_utf8(pin).ok()?;
+    let password = username
+        .and_then(|name| text.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .unwrap_or(text);
+    Some(Password::new(password.to_owned()))
+}
+
 /// Splits a `name:password` PIN at the first `:`.
 ///
 /// # Errors
@@ -250,5 +300,14 @@ mod tests {
             split_pin(&[0xff, b':']),
             Err(Error::Code(ErrorCode::PinIncorrect))
         ));
+    }
+
+    #[test]
+    fn set_pin_accepts_both_forms() {
+        let p = |pin: &[u8], user| bare_password(pin, user).map(|p| p.expose_secret().to_owned());
+        assert_eq!(p(b"alice:new:pw", Some("alice")).as_deref(), Some("new:pw"));
+        assert_eq!(p(b"new:pw", Some("alice")).as_deref(), Some("new:pw"));
+        assert_eq!(p(b"alice:x", None).as_deref(), Some("alice:x"));
+        assert_eq!(p(&[0xff], Some("alice")), None);
     }
 }
