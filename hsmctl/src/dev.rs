@@ -224,15 +224,15 @@ async fn wait_for_stop(
 /// # Errors
 /// Any step failing; the daemon child is stopped on the way out.
 pub fn run(opts: &DevOptions, rt: &Runtime) -> Result<()> {
-    // Watch signals from the start so that a SIGTERM during startup still stops the child
-    // cleanly instead of leaving it orphaned.
+    if !opts.no_build {
+        build_if_under_cargo()?;
+    }
+    // Watch signals before the daemon child exists, so that a SIGTERM while it starts still
+    // stops it cleanly instead of leaving it orphaned.
     let mut signals = {
         let _guard = rt.enter();
         StopSignals::watch()?
     };
-    if !opts.no_build {
-        build_if_under_cargo()?;
-    }
     let bin = daemon::locate(opts.daemon_bin.as_deref())?;
     let dir = ClusterDir::new(&opts.dir)?;
     if dir.is_initialized() {
