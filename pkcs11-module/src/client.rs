@@ -34,6 +34,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use zeroize::Zeroize;
 
+/// The least time a key-pair generation is given, whatever `request_timeout_ms` says.
+const KEYGEN_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// What the module calls itself in the protocol handshake.
 const SOFTWARE: &str = concat!("hsm-pkcs11/", env!("CARGO_PKG_VERSION"));
 
@@ -129,7 +132,13 @@ impl Client {
     /// As above; `Code(DataLenRange)` when the request does not fit in one frame.
     pub fn call(&self, request: &Request) -> Result<Response> {
         let conn = self.connection()?;
-        let response = conn.call(self.fresh_id(), request, self.settings.request_timeout)?;
+        // RSA-4096 generation takes seconds on an idle node and far longer on a saturated
+        // one; a timeout there would report failure for a key the node goes on to create.
+        let timeout = match request {
+            Request::GenerateKeyPair { .. } => self.settings.request_timeout.max(KEYGEN_TIMEOUT),
+            _ => self.settings.request_timeout,
+        };
+        let response = conn.call(self.fresh_id(), request, timeout)?;
         node_answer(request, response)
     }
 
