@@ -12,6 +12,7 @@
 
 pub mod build;
 pub mod cluster;
+pub mod interop;
 pub mod isolate;
 pub mod keys;
 pub mod probe;
