@@ -9,14 +9,14 @@
 
 use hsm_tests::build::workspace_root;
 use hsm_tests::interop::{
-    Client, Fixture, Mech, PairNeeds, PairSpec, Run, TestGuard, listed_objects, loud,
+    Client, Fixture, Mech, PairNeeds, PairSpec, Run, TestGuard, loud, objects_matching,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The Java programs this file runs.
-const JAVA_TOOLS: &[&str] = &["java", "javac", "keytool", "jarsigner", "jar"];
+const JAVA_TOOLS: &[&str] = &["java", "javac", "keytool", "jarsigner", "jar", "openssl"];
 /// Exit code of `HsmInterop` when Java itself lacks the feature.
 const CLIENT_LACKS_FEATURE: i32 = 3;
 /// The provider class `keytool`/`jarsigner` load.
@@ -25,6 +25,16 @@ const PROVIDER_CLASS: &str = "sun.security.pkcs11.SunPKCS11";
 /// Labels (= KeyStore aliases) of what the config for generation makes.
 const GEN_EC_LABEL: &str = "java-gen-ec";
 const GEN_AES_LABEL: &str = "java-gen-aes";
+
+/// How the configurations pick the token: our module's slot 0 (a reference token such as
+/// SoftHSMv2 numbers its slots otherwise: the first in the list then).
+fn slot_line(fx: &Fixture) -> &'static str {
+    if fx.reference {
+        "slotListIndex = 0"
+    } else {
+        "slot = 0"
+    }
+}
 
 /// The SunPKCS11 configuration naming our module.
 fn config(fx: &Fixture) -> PathBuf {
@@ -35,8 +45,9 @@ fn config(fx: &Fixture) -> PathBuf {
             fs::write(
                 &path,
                 format!(
-                    "name = hsm\nlibrary = {}\nslot = 0\n",
-                    fx.module.to_string_lossy()
+                    "name = hsm\nlibrary = {}\n{}\n",
+                    fx.module.to_string_lossy(),
+                    slot_line(fx)
                 ),
             )
             .expect("write SunPKCS11 config");
@@ -53,7 +64,7 @@ fn generation_config(fx: &Fixture) -> PathBuf {
         .get_or_init(|| {
             let label = |l: &str| format!("0h{}", hex::encode(l));
             let text = format!(
-                "name = hsm-gen\nlibrary = {module}\nslot = 0\n\
+                "name = hsm-gen\nlibrary = {module}\n{slot}\n\
                  attributes(generate, CKO_PRIVATE_KEY, CKK_EC) = {{\n  CKA_TOKEN = true\n  \
                  CKA_LABEL = {ec}\n  CKA_ID = 0h6a01\n}}\n\
                  attributes(generate, CKO_PUBLIC_KEY, CKK_EC) = {{\n  CKA_TOKEN = true\n  \
@@ -61,6 +72,7 @@ fn generation_config(fx: &Fixture) -> PathBuf {
                  attributes(generate, CKO_SECRET_KEY, CKK_AES) = {{\n  CKA_TOKEN = true\n  \
                  CKA_LABEL = {aes}\n}}\n",
                 module = fx.module.to_string_lossy(),
+                slot = slot_line(fx),
                 ec = label(GEN_EC_LABEL),
                 aes = label(GEN_AES_LABEL),
             );
@@ -170,14 +182,11 @@ fn java_keytool_genkeypair_ec_and_rsa() {
         .arg("--list-objects")
         .run()
         .ok();
-    let objects = listed_objects(&listing.stdout);
     for alias in ["java-ec", "java-rsa"] {
-        let id = format!("ID:         {}", hex::encode(alias));
+        let id = format!("ID:         {}\n", hex::encode(alias));
         for class in ["Private Key Object", "Certificate Object"] {
             assert!(
-                objects
-                    .iter()
-                    .any(|o| o.starts_with(class) && o.contains(&id)),
+                !objects_matching(&listing.stdout, class, &id).is_empty(),
                 "no {class} with CKA_ID {alias:?}\n{listing}"
             );
         }
@@ -439,13 +448,18 @@ fn java_keypairgenerator_token_key() {
         .contains("token object")
         .contains("software-verify=true");
     // Persistent: another client sees both halves on the token.
-    fx.pkcs11_tool_user("pkcs11-tool --list-objects (Java's key pair)")
-        .args(["--list-objects", "--label", GEN_EC_LABEL])
+    let listing = fx
+        .pkcs11_tool_user("pkcs11-tool --list-objects (Java's key pair)")
+        .arg("--list-objects")
         .run()
-        .ok()
-        .contains("Private Key Object; EC")
-        .contains("Public Key Object; EC")
-        .contains(&format!("label:      {GEN_EC_LABEL}"));
+        .ok();
+    let label = format!("label:      {GEN_EC_LABEL}\n");
+    for class in ["Private Key Object; EC", "Public Key Object; EC"] {
+        assert!(
+            !objects_matching(&listing.stdout, class, &label).is_empty(),
+            "no {class} labelled {GEN_EC_LABEL}\n{listing}"
+        );
+    }
 }
 
 #[test]
@@ -460,12 +474,20 @@ fn java_keygenerator_token_key() {
         .contains("token object")
         .contains("roundtrip=true")
         .contains("tampered-rejected=true");
-    fx.pkcs11_tool_user("pkcs11-tool --list-objects (Java's AES key)")
-        .args(["--list-objects", "--label", GEN_AES_LABEL])
+    let listing = fx
+        .pkcs11_tool_user("pkcs11-tool --list-objects (Java's AES key)")
+        .arg("--list-objects")
         .run()
-        .ok()
-        .contains("Secret Key Object; AES length 32")
-        .contains(&format!("label:      {GEN_AES_LABEL}"));
+        .ok();
+    assert!(
+        !objects_matching(
+            &listing.stdout,
+            "Secret Key Object; AES length 32",
+            &format!("label:      {GEN_AES_LABEL}\n"),
+        )
+        .is_empty(),
+        "no AES-256 key labelled {GEN_AES_LABEL}\n{listing}"
+    );
 }
 
 // ---- jarsigner ----

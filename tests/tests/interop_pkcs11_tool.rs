@@ -7,7 +7,9 @@
 //! mechanism the module does not advertise yet (issue 3) skips with a loud message and runs by
 //! itself once `C_GetMechanismList` lists it.
 
-use hsm_tests::interop::{Fixture, Mech, PairNeeds, PairSpec, Run, TestGuard, loud, read_output};
+use hsm_tests::interop::{
+    Fixture, Mech, PairNeeds, PairSpec, Run, TestGuard, loud, objects_matching, read_output,
+};
 use hsm_tests::keys::{sha256, sha256_digest_info};
 use sha2::{Digest, Sha384};
 use std::fs;
@@ -309,12 +311,20 @@ fn check_keypairgen(test: &str, spec: PairSpec, expect: &[&str]) {
         run = run.contains(e);
     }
     // Both halves are on the token afterwards.
-    fx.pkcs11_tool_user("pkcs11-tool --list-objects --id")
-        .args(["--list-objects", "--id", spec.id])
+    let listing = fx
+        .pkcs11_tool_user("pkcs11-tool --list-objects")
+        .arg("--list-objects")
         .run()
-        .ok()
-        .contains("Private Key Object")
-        .contains("Public Key Object");
+        .ok();
+    let id = format!("ID:         {}\n", spec.id);
+    for class in ["Private Key Object", "Public Key Object"] {
+        assert_eq!(
+            objects_matching(&listing.stdout, class, &id).len(),
+            1,
+            "one {class} with CKA_ID {}\n{listing}",
+            spec.id
+        );
+    }
 }
 
 #[test]
@@ -1000,15 +1010,22 @@ fn wrap_unwrap_case(fx: &Fixture, mechanism: Mech, openssl_cipher: &str, ids: [&
         .ok();
     let listing = fx
         .pkcs11_tool_user("pkcs11-tool --list-objects (unwrapped)")
-        .args(["--list-objects", "--type", "secrkey", "--id", ids[2]])
+        .args(["--list-objects", "--type", "secrkey"])
         .run()
-        .ok()
-        .contains("Secret Key Object; AES length 32")
-        .contains(&format!("label:      {label}"));
+        .ok();
+    let unwrapped = objects_matching(
+        &listing.stdout,
+        "Secret Key Object; AES",
+        &format!("ID:         {}\n", ids[2]),
+    );
+    assert_eq!(unwrapped.len(), 1, "the unwrapped key\n{listing}");
+    assert!(
+        unwrapped[0].contains(&format!("label:      {label}")),
+        "the unwrapped key's label\n{listing}"
+    );
     // pkcs11-tool prints CKA_VALUE of a readable key: when the unwrap template left it
     // extractable, it must be the original key.
-    if let Some(value) = listing
-        .stdout
+    if let Some(value) = unwrapped[0]
         .lines()
         .find_map(|l| l.trim().strip_prefix("VALUE:"))
     {
@@ -1157,13 +1174,19 @@ fn pkcs11_tool_write_read_delete_certificate() {
         .run()
         .ok()
         .contains("Certificate Object; type = X.509 cert");
-    fx.pkcs11_tool_user("pkcs11-tool --list-objects --type cert")
-        .args(["--list-objects", "--type", "cert", "--id", "c1"])
+    let listing = fx
+        .pkcs11_tool_user("pkcs11-tool --list-objects --type cert")
+        .args(["--list-objects", "--type", "cert"])
         .run()
-        .ok()
-        .contains("label:      iop-cert")
-        .contains("subject:    DN: CN=interop-certificate")
-        .contains("ID:         c1");
+        .ok();
+    let certs = objects_matching(&listing.stdout, "Certificate Object", "ID:         c1\n");
+    assert_eq!(certs.len(), 1, "the certificate\n{listing}");
+    for needle in [
+        "label:      iop-cert",
+        "subject:    DN: CN=interop-certificate",
+    ] {
+        assert!(certs[0].contains(needle), "lacks {needle:?}\n{listing}");
+    }
     let back = fx.path("iop-cert.back.der");
     let run = fx
         .pkcs11_tool_user("pkcs11-tool --read-object --type cert")

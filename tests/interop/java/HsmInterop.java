@@ -32,6 +32,7 @@ import java.util.TreeSet;
 import javax.crypto.AEADBadTagException;
 import javax.crypto.Cipher;
 import javax.crypto.KeyGenerator;
+import javax.crypto.NoSuchPaddingException;
 import javax.crypto.SecretKey;
 import javax.crypto.spec.GCMParameterSpec;
 import javax.crypto.spec.OAEPParameterSpec;
@@ -123,7 +124,9 @@ public final class HsmInterop {
         System.out.println("signature-bytes=" + signature.length);
 
         PublicKey publicKey = cert.getPublicKey();
-        Signature software = Signature.getInstance(algorithm);
+        // The JDK's software providers name PSS "RSASSA-PSS" only (the parameters carry the
+        // hash).
+        Signature software = Signature.getInstance(pss ? "RSASSA-PSS" : algorithm);
         if (pss) {
             software.setParameter(pssSha256());
         }
@@ -208,7 +211,7 @@ public final class HsmInterop {
         Cipher token;
         try {
             token = Cipher.getInstance(transformation, provider);
-        } catch (NoSuchAlgorithmException e) {
+        } catch (NoSuchAlgorithmException | NoSuchPaddingException e) {
             System.out.println("client-lacks=" + provider.getName() + " (Java "
                     + System.getProperty("java.version") + ") offers no " + transformation);
             System.exit(CLIENT_LACKS_FEATURE);

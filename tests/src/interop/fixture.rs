@@ -18,6 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
+/// Points the clients at another PKCS#11 module instead of ours (with
+/// [`REFERENCE_PIN_ENV`]): to check the interop tests themselves against a reference token
+/// such as SoftHSMv2 (token label `hsm-cluster`), e.g. for flows whose mechanisms our token
+/// does not serve yet. Tests asserting our token's identity or our cluster's users then fail.
+pub const REFERENCE_MODULE_ENV: &str = "HSM_INTEROP_REFERENCE_MODULE";
+/// The user PIN for [`REFERENCE_MODULE_ENV`].
+pub const REFERENCE_PIN_ENV: &str = "HSM_INTEROP_REFERENCE_PIN";
+
 /// Written into the scratch directory by a failing test: the watchdog then keeps the
 /// directories.
 const FAILED_MARKER: &str = "FAILED";
@@ -39,8 +47,12 @@ pub struct Fixture {
     pub cluster: Cluster,
     /// Scratch directory for files the clients read and write.
     pub dir: PathBuf,
-    /// `libhsm_pkcs11.so`.
+    /// `libhsm_pkcs11.so` (or the module of [`REFERENCE_MODULE_ENV`]).
     pub module: PathBuf,
+    /// The user PIN the clients log in with.
+    pin: String,
+    /// Whether [`REFERENCE_MODULE_ENV`] replaced our module.
+    pub reference: bool,
     /// OpenSC's `pkcs11-tool`.
     pub pkcs11_tool: PathBuf,
     /// What the module advertises.
@@ -132,8 +144,17 @@ impl Fixture {
 
     fn start() -> Fixture {
         let pkcs11_tool = find_program("pkcs11-tool").expect("pkcs11-tool on PATH");
-        let module = artifacts().module.clone();
+        let (module, pin_override) = match std::env::var_os(REFERENCE_MODULE_ENV) {
+            Some(module) => (
+                PathBuf::from(module),
+                Some(std::env::var(REFERENCE_PIN_ENV).expect("the reference token's PIN")),
+            ),
+            None => (artifacts().module.clone(), None),
+        };
         let cluster = Cluster::start();
+        let pin = pin_override
+            .clone()
+            .unwrap_or_else(|| cluster.user_pin.clone());
         let scratch = TestDir::new("interop");
         let dir = scratch.path().to_path_buf();
         let watchdog = Fixture::watch(&cluster, &dir);
@@ -147,7 +168,9 @@ impl Fixture {
         let mut fixture = Fixture {
             cluster,
             dir,
+            reference: pin_override.is_some(),
             module,
+            pin,
             pkcs11_tool,
             mechanisms: Mechanisms::default(),
             client_config,
@@ -192,7 +215,7 @@ impl Fixture {
 
     /// The crypto user's PIN, `alice:<password>`.
     pub fn pin(&self) -> &str {
-        &self.cluster.user_pin
+        &self.pin
     }
 
     /// A file in the scratch directory.
@@ -207,6 +230,7 @@ impl Fixture {
         Client::new(&self.dir.join("runs"), label, program)
             .env(hsm_proto::config::MODULE_CONFIG_ENV, &self.client_config)
             .current_dir(&self.dir)
+            .redact(&self.pin)
             .redact(&self.cluster.user_pin)
             .redact(self.cluster.user_password())
             .redact(&self.cluster.so_pin)

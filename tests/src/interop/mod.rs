@@ -45,3 +45,13 @@ pub fn listed_objects(listing: &str) -> Vec<String> {
     }
     blocks
 }
+
+/// The blocks of [`listed_objects`] whose class header starts with `class` (`"Private Key
+/// Object"`, …; `""` for any) and that contain `needle` (`"ID:         a1"`, `"label:      x"`).
+/// `pkcs11-tool --list-objects` does not filter by `--id` or `--label`, so tests filter here.
+pub fn objects_matching(listing: &str, class: &str, needle: &str) -> Vec<String> {
+    listed_objects(listing)
+        .into_iter()
+        .filter(|o| o.starts_with(class) && o.contains(needle))
+        .collect()
+}

@@ -4,6 +4,7 @@
 use super::client::Run;
 use super::fixture::Fixture;
 use super::mechanisms::Mech;
+use super::objects_matching;
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
@@ -47,8 +48,8 @@ fn cell<T>(cache: &'static Cache<T>, label: &'static str) -> Arc<OnceLock<T>> {
 
 /// The raw public key inside `CKA_EC_POINT` of an Edwards key: a DER OCTET STRING (what the
 /// module returns) or, as some tokens do, the bare 32 bytes.
-fn edwards_point(der: &[u8]) -> Vec<u8> {
-    match der {
+fn edwards_point(value: &[u8]) -> Vec<u8> {
+    match value {
         [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest.to_vec(),
         raw if raw.len() == 32 => raw.to_vec(),
         other => panic!("CKA_EC_POINT of an Ed25519 key: {other:02x?}"),
@@ -100,14 +101,33 @@ impl Fixture {
                 .args(["--read-object", "--type", "pubkey", "--id", spec.id, "-o"])
                 .arg(&path)
                 .run();
-            if spec.needs == PairNeeds::Edwards && !run.succeeded() {
-                // OpenSC 0.23 may not export Ed25519 public keys: build the SPKI of RFC 8410
-                // from CKA_EC_POINT as `--list-objects` prints it.
-                let mut spki = vec![
-                    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-                ];
-                spki.extend_from_slice(&edwards_point(&self.ec_point_listed(spec)));
-                fs::write(&path, spki).expect("write Ed25519 SPKI");
+            if run.succeeded() && fs::read(&path).is_ok_and(|b| b.starts_with(b"-----BEGIN")) {
+                // OpenSC 0.23 writes some public keys (Ed25519) as PEM: make it DER.
+                let pem = path.with_extension("pem");
+                fs::rename(&path, &pem).expect("rename PEM public key");
+                self.client("openssl pkey -pubin (PEM to DER)", "openssl")
+                    .args(["pkey", "-pubin", "-in"])
+                    .arg(&pem)
+                    .args(["-outform", "DER", "-out"])
+                    .arg(&path)
+                    .run()
+                    .ok();
+            } else if spec.key_type.starts_with("EC:") && !run.succeeded() {
+                // OpenSC 0.23 cannot export every EC public key (P-384: "cannot create
+                // EVP_PKEY", with any token): build the SubjectPublicKeyInfo from CKA_EC_POINT
+                // and CKA_EC_PARAMS as `--list-objects` prints them.
+                let (point, params) = self.ec_point_listed(spec);
+                let spki = if spec.needs == PairNeeds::Edwards {
+                    // RFC 8410: id-Ed25519, no parameters.
+                    let algorithm = der(0x30, &der(0x06, &[0x2b, 0x65, 0x70]));
+                    spki(&algorithm, &edwards_point(&point))
+                } else {
+                    // RFC 5480: id-ecPublicKey with the named curve.
+                    let mut algorithm = der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]);
+                    algorithm.extend_from_slice(&params);
+                    spki(&der(0x30, &algorithm), &octet_string_content(&point))
+                };
+                fs::write(&path, spki).expect("write SubjectPublicKeyInfo");
             } else {
                 run.ok();
             }
@@ -116,21 +136,77 @@ impl Fixture {
         .clone()
     }
 
-    /// `CKA_EC_POINT` of `spec`'s public key as `pkcs11-tool --list-objects` prints it.
-    pub fn ec_point_listed(&self, spec: PairSpec) -> Vec<u8> {
+    /// `CKA_EC_POINT` and `CKA_EC_PARAMS` (DER) of `spec`'s public key as `pkcs11-tool
+    /// --list-objects` prints them.
+    pub fn ec_point_listed(&self, spec: PairSpec) -> (Vec<u8>, Vec<u8>) {
         let listing = self
             .pkcs11_tool_user("pkcs11-tool --list-objects --type pubkey")
-            .args(["--list-objects", "--type", "pubkey", "--id", spec.id])
+            .args(["--list-objects", "--type", "pubkey"])
             .run()
             .ok();
-        let hex_point = listing
-            .stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("EC_POINT:"))
-            .unwrap_or_else(|| panic!("no EC_POINT for {}\n{listing}", spec.label))
-            .trim()
-            .to_owned();
-        hex::decode(&hex_point)
-            .unwrap_or_else(|e| panic!("EC_POINT of {} is not hex ({e})\n{listing}", spec.label))
+        let objects = objects_matching(
+            &listing.stdout,
+            "Public Key Object",
+            &format!("ID:         {}\n", spec.id),
+        );
+        let field = |name: &str| -> Vec<u8> {
+            let hex_value = objects
+                .iter()
+                .find_map(|o| {
+                    o.lines()
+                        .find_map(|l| l.trim().strip_prefix(name))
+                        .and_then(|v| v.split_whitespace().next())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| panic!("no {name} for {}\n{listing}", spec.label));
+            hex::decode(&hex_value)
+                .unwrap_or_else(|e| panic!("{name} of {} is not hex ({e})\n{listing}", spec.label))
+        };
+        (field("EC_POINT:"), field("EC_PARAMS:"))
+    }
+}
+
+/// One DER TLV.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// `SubjectPublicKeyInfo` from an `AlgorithmIdentifier` and the raw public key.
+fn spki(algorithm: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(key);
+    let mut body = algorithm.to_vec();
+    body.extend_from_slice(&der(0x03, &bits));
+    der(0x30, &body)
+}
+
+/// The content of a DER OCTET STRING (`CKA_EC_POINT` as the spec encodes it), or the input
+/// when it is a bare point.
+fn octet_string_content(value: &[u8]) -> Vec<u8> {
+    match value {
+        // The wrapped point is itself uncompressed (0x04 first).
+        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && rest.first() == Some(&4) => {
+            rest.to_vec()
+        }
+        [0x04, 0x81, len, rest @ ..]
+            if usize::from(*len) == rest.len() && rest.first() == Some(&4) =>
+        {
+            rest.to_vec()
+        }
+        other => other.to_vec(),
     }
 }
