@@ -748,7 +748,7 @@ impl Session<'_> {
             origin,
         )?;
         match &pair.public {
-            PublicKey::EcP256 { point } => {
+            PublicKey::Ec { point, .. } => {
                 let params = Attribute::EcParams(crate::der::P256_OID.to_vec());
                 if let Some(p) = priv_attrs.get(&(ck::CKA_EC_PARAMS as u64))
                     && *p != params
@@ -764,6 +764,7 @@ impl Session<'_> {
                 );
                 priv_attrs.insert(ck::CKA_EC_PARAMS as u64, params);
             }
+            PublicKey::Ed25519 { .. } => {}
             PublicKey::Rsa {
                 modulus, exponent, ..
             } => {
@@ -884,7 +885,7 @@ impl Session<'_> {
                 _ => return Err(incomplete("CKA_EC_POINT")),
             };
             let public = keys::ec_p256_public_from_attribute(point)?;
-            if let PublicKey::EcP256 { point } = &public {
+            if let PublicKey::Ec { point, .. } = &public {
                 // Stored in the encoding the spec prescribes, whatever form came in.
                 attrs.insert(
                     ck::CKA_EC_POINT as u64,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod handler;
 pub mod harden;
 pub mod keys;
+pub mod mech;
 pub mod node;
 pub mod object;
 pub mod seal;

@@ -127,16 +127,18 @@ fn unsupported_mechanisms() {
         let s = token.user_session();
         let rsa = rsa_pair(&s, 2048, false, "rsa");
         let aes = aes_key(&s, 32, "aes", &[]);
+        // SHA-1 RSA signatures are verify-only (legacy); raw RSA is never offered;
+        // DES3-ECB is not a mechanism we serve.
         assert_ckr(
             s.sign(&Mechanism::Sha1RsaPkcs, rsa.private, b"data"),
             RvError::MechanismInvalid,
         );
         assert_ckr(
-            s.sign(&Mechanism::Sha384RsaPkcs, rsa.private, b"data"),
+            s.encrypt(&Mechanism::RsaX509, rsa.public, b"data"),
             RvError::MechanismInvalid,
         );
         assert_ckr(
-            s.encrypt(&Mechanism::AesCbcPad([0; 16]), aes, b"data"),
+            s.encrypt(&Mechanism::Des3Ecb, aes, b"data"),
             RvError::MechanismInvalid,
         );
         assert_ckr(
@@ -149,7 +151,7 @@ fn unsupported_mechanisms() {
         assert_ckr(
             token
                 .ctx
-                .get_mechanism_info(token.slot, MechanismType::SHA1_RSA_PKCS),
+                .get_mechanism_info(token.slot, MechanismType::RSA_X_509),
             RvError::MechanismInvalid,
         );
         // A listed mechanism with the wrong key type is a different error.

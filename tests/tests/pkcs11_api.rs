@@ -62,10 +62,17 @@ fn info_slots_mechanisms_initialize_finalize() {
                 .map(u64::from)
                 .collect();
             listed.sort_unstable();
-            let mut expected: Vec<u64> = MECHANISMS.iter().map(|m| m.kind).collect();
+            // cryptoki 0.12 silently drops the mechanism types it has no name for (CKM_SHA224,
+            // CKM_ECDSA_SHA224, CKM_AES_KEY_WRAP_KWP) from the list it returns; the raw C probe
+            // sees the whole list. Compare what cryptoki can represent.
+            let representable: Vec<_> = MECHANISMS
+                .iter()
+                .filter(|m| MechanismType::try_from(m.kind).is_ok())
+                .collect();
+            let mut expected: Vec<u64> = representable.iter().map(|m| m.kind).collect();
             expected.sort_unstable();
             assert_eq!(listed, expected);
-            for row in MECHANISMS {
+            for row in representable {
                 let mech = MechanismType::try_from(row.kind).expect("known mechanism");
                 let mi = ctx
                     .get_mechanism_info(token.slot, mech)
