@@ -442,6 +442,58 @@ pub fn apply_changes(
     Ok(attrs)
 }
 
+/// Sets the attributes a public key determines on a key object of `class` (public or
+/// private): EC parameters and point, RSA modulus and exponent, and the SubjectPublicKeyInfo.
+pub fn public_attributes(attrs: &mut BTreeMap<u64, Attribute>, public: &PublicKey, class: u64) {
+    let is_public = class_bit(class) == PUB;
+    if let Some(params) = public.ec_params() {
+        attrs.insert(
+            ck::CKA_EC_PARAMS as u64,
+            Attribute::EcParams(params.to_vec()),
+        );
+        if is_public {
+            attrs.insert(
+                ck::CKA_EC_POINT as u64,
+                Attribute::EcPoint(public.ec_point_attribute()),
+            );
+        }
+    }
+    if let PublicKey::Rsa {
+        modulus, exponent, ..
+    } = public
+    {
+        attrs.insert(ck::CKA_MODULUS as u64, Attribute::Modulus(modulus.clone()));
+        attrs.insert(
+            ck::CKA_PUBLIC_EXPONENT as u64,
+            Attribute::PublicExponent(exponent.clone()),
+        );
+        if is_public {
+            attrs.insert(
+                ck::CKA_MODULUS_BITS as u64,
+                Attribute::ModulusBits(public.size_bits()),
+            );
+        }
+    }
+    attrs.insert(
+        ck::CKA_PUBLIC_KEY_INFO as u64,
+        Attribute::PublicKeyInfo(public.spki_der()),
+    );
+}
+
+/// Sets the attributes a secret key determines: `CKA_VALUE_LEN` and `CKA_CHECK_VALUE`.
+pub fn secret_attributes(attrs: &mut BTreeMap<u64, Attribute>, key: &SecretKey) {
+    if let Some(kcv) = key.check_value() {
+        attrs.insert(ck::CKA_CHECK_VALUE as u64, Attribute::CheckValue(kcv));
+    }
+    let kt = key.key_type();
+    if kt == ck::CKK_AES as u64 || kt == ck::CKK_GENERIC_SECRET as u64 {
+        attrs.insert(
+            ck::CKA_VALUE_LEN as u64,
+            Attribute::ValueLen(key.size_bits() / 8),
+        );
+    }
+}
+
 /// An object as stored on disk and carried by the replicated log: attributes (no secrets),
 /// owner, and key material wrapped under the cluster domain key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -616,9 +668,27 @@ impl Object {
                 Some(v) => AttrOutcome::Value(Attribute::Value(SecretBytes::from_slice(&v))),
                 None => AttrOutcome::Invalid,
             },
-            // RSA private components of extractable keys come with key export (the full
-            // token issue); until then they are not revealed.
-            _ => AttrOutcome::Sensitive,
+            (Body::Secret(k), c) => match k.rsa_components() {
+                Some(rsa) => {
+                    let part = |v: &[u8]| {
+                        AttrOutcome::Value(
+                            Attribute::from_raw(c, v)
+                                .unwrap_or(Attribute::Value(SecretBytes::from_slice(v))),
+                        )
+                    };
+                    match c {
+                        c if c == ck::CKA_PRIVATE_EXPONENT as u64 => part(&rsa.private_exponent),
+                        c if c == ck::CKA_PRIME_1 as u64 => part(&rsa.prime1),
+                        c if c == ck::CKA_PRIME_2 as u64 => part(&rsa.prime2),
+                        c if c == ck::CKA_EXPONENT_1 as u64 => part(&rsa.exponent1),
+                        c if c == ck::CKA_EXPONENT_2 as u64 => part(&rsa.exponent2),
+                        c if c == ck::CKA_COEFFICIENT as u64 => part(&rsa.coefficient),
+                        _ => AttrOutcome::Invalid,
+                    }
+                }
+                None => AttrOutcome::Invalid,
+            },
+            _ => AttrOutcome::Invalid,
         }
     }
 }
@@ -633,9 +703,16 @@ fn public_body(attrs: &BTreeMap<u64, Attribute>) -> Result<Body, Error> {
         attrs.get(&(ck::CKA_MODULUS as u64)),
         attrs.get(&(ck::CKA_PUBLIC_EXPONENT as u64)),
     ) {
-        (Some(Attribute::EcPoint(p)), _, _) => Ok(Body::Public(Arc::new(
-            crate::keys::ec_p256_public_from_attribute(p)?,
-        ))),
+        (Some(Attribute::EcPoint(p)), _, _) => {
+            let params = match attrs.get(&(ck::CKA_EC_PARAMS as u64)) {
+                Some(Attribute::EcParams(params)) => params.as_slice(),
+                // Public keys stored by the first release were P-256 and had no other kind.
+                _ => crate::der::P256_OID,
+            };
+            Ok(Body::Public(Arc::new(
+                crate::keys::ec_public_from_attributes(params, p)?,
+            )))
+        }
         (_, Some(Attribute::Modulus(n)), Some(Attribute::PublicExponent(e))) => Ok(Body::Public(
             Arc::new(crate::keys::rsa_public_from_components(n, e)?),
         )),
