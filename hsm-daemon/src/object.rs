@@ -123,7 +123,8 @@ const RULES: &[Rule] = &[
     rule(ck::CKA_DESTROYABLE, ALL, ANY, COPY),
     rule(ck::CKA_EC_PARAMS, PUB | PRIV, EC, 0),
     rule(ck::CKA_EC_POINT, PUB, EC, NOT_IN_GENERATE),
-    rule(ck::CKA_ALWAYS_AUTHENTICATE, PRIV, ANY, 0),
+    // Secret keys too: pkcs11-tool reads it from any key it decrypts with, as SoftHSM has it.
+    rule(ck::CKA_ALWAYS_AUTHENTICATE, PRIV | SECRET, ANY, 0),
     rule(
         ck::CKA_WRAP_WITH_TRUSTED,
         PRIV | SECRET,
@@ -340,6 +341,7 @@ pub fn key_defaults(class: u64, key_type: u64) -> Vec<Attribute> {
             Attribute::WrapWithTrusted(false),
         ]),
         SECRET => v.extend([
+            Attribute::AlwaysAuthenticate(false),
             Attribute::Sensitive(true),
             Attribute::Encrypt(true),
             Attribute::Decrypt(true),

@@ -272,7 +272,14 @@ impl Token {
             Some(key) => {
                 let entry = self.object(key)?.ok_or(ErrorCode::KeyHandleInvalid)?;
                 let key_type = entry.info.key_type.ok_or(ErrorCode::KeyTypeInconsistent)?;
-                if rule.is_some_and(|r| key_type != r.key_type as u64) {
+                if let Some(r) = rule
+                    && key_type != r.key_type as u64
+                {
+                    tracing::debug!(
+                        "mechanism {:#x} needs key type {:#x}; key {key} is of type {key_type:#x}",
+                        mechanism.kind,
+                        r.key_type
+                    );
                     return Err(ErrorCode::KeyTypeInconsistent.into());
                 }
                 if !entry.info.allows(kind.usage()) {
