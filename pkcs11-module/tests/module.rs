@@ -903,6 +903,57 @@ fn with_cluster(pin: &str) {
         ck::CKR_OK
     );
     assert_eq!(&out[..out_len as usize], &plain);
+
+    // Token-generated IV: an all-zero IV comes back filled by C_EncryptInit, and decrypting
+    // with the IV written there works.
+    let mut zero_iv = [0u8; 12];
+    let gen_gcm = ck::CK_GCM_PARAMS {
+        pIv: zero_iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: aad.as_ptr() as *mut u8,
+        ulAADLen: 6,
+        ulTagBits: 128,
+    };
+    let mut gm = ck::CK_MECHANISM {
+        mechanism: ck::CKM_AES_GCM,
+        pParameter: &gen_gcm as *const ck::CK_GCM_PARAMS as *mut c_void,
+        ulParameterLen: size_of::<ck::CK_GCM_PARAMS>() as ck::CK_ULONG,
+    };
+    assert_eq!(p11!(C_EncryptInit(session, &mut gm, aes)), ck::CKR_OK);
+    // SAFETY: the module wrote through pIv; read the buffer back through the same pointer.
+    let written = unsafe { std::ptr::read_volatile(gen_gcm.pIv as *const [u8; 12]) };
+    assert_ne!(
+        written, [0u8; 12],
+        "C_EncryptInit must fill an all-zero GCM IV"
+    );
+    let mut gen_ct = [0u8; 64];
+    let mut gen_len: ck::CK_ULONG = 64;
+    let mut pt = plain;
+    assert_eq!(
+        p11!(C_Encrypt(
+            session,
+            pt.as_mut_ptr(),
+            16,
+            gen_ct.as_mut_ptr(),
+            &mut gen_len
+        )),
+        ck::CKR_OK
+    );
+    assert_eq!(p11!(C_DecryptInit(session, &mut gm, aes)), ck::CKR_OK);
+    let mut gen_out = [0u8; 64];
+    let mut gen_out_len: ck::CK_ULONG = 64;
+    assert_eq!(
+        p11!(C_Decrypt(
+            session,
+            gen_ct.as_mut_ptr(),
+            gen_len,
+            gen_out.as_mut_ptr(),
+            &mut gen_out_len
+        )),
+        ck::CKR_OK
+    );
+    assert_eq!(&gen_out[..gen_out_len as usize], &plain);
     // Multi-part decrypt of the same ciphertext.
     assert_eq!(p11!(C_DecryptInit(session, &mut m, aes)), ck::CKR_OK);
     let mut part_len: ck::CK_ULONG = 64;

@@ -197,6 +197,30 @@ pub unsafe fn mechanism(ptr: *const ck::CK_MECHANISM) -> Result<Mechanism> {
     Ok(Mechanism { kind, params })
 }
 
+/// Where a `CKM_AES_GCM` mechanism's IV lives in the caller's memory, for the token-generated
+/// IV convention: `C_EncryptInit` writes the IV it obtained from the node there.
+///
+/// # Safety
+/// As [`mechanism`]: `ptr` points to a valid `CK_MECHANISM` whose parameter is what its
+/// length says.
+pub unsafe fn gcm_iv_slot(ptr: *const ck::CK_MECHANISM) -> Option<(*mut u8, usize)> {
+    // SAFETY: the caller's contract; checked non-NULL by `as_ref`.
+    let m = unsafe { ptr.as_ref() }?;
+    if m.mechanism != ck::CKM_AES_GCM {
+        return None;
+    }
+    // SAFETY: the caller's contract for the parameter; `param` checks the size.
+    let full = unsafe { param::<ck::CK_GCM_PARAMS>(m) };
+    // SAFETY: as above.
+    let short = unsafe { param::<GcmParamsNoIvBits>(m) };
+    let (iv, len) = match (full, short) {
+        (Some(p), _) => (p.pIv, p.ulIvLen),
+        (None, Some(p)) => (p.p_iv, p.ul_iv_len),
+        (None, None) => return None,
+    };
+    (!iv.is_null()).then_some((iv, len as usize))
+}
+
 /// The parameter of a served mechanism.
 ///
 /// # Safety

@@ -21,8 +21,40 @@ unsafe fn init(
         return token.operation_cancel(session, kind);
     }
     // SAFETY: the caller's contract.
-    let mechanism = unsafe { mechanism(mech) }?;
+    let mut mechanism = unsafe { mechanism(mech) }?;
+    if kind == Kind::Encrypt {
+        // SAFETY: the caller's contract, as for `mechanism`.
+        if let Some((slot, len)) = unsafe { super::convert::gcm_iv_slot(mech) } {
+            token_generated_gcm_iv(&token, session, &mut mechanism, slot, len)?;
+        }
+    }
     token.operation_init(session, kind, mechanism, key)
+}
+
+/// The token-generated GCM IV (the CloudHSM convention, so applications written for it work
+/// unchanged): an encryption whose 12-byte IV is all zeros gets an IV from the node's random
+/// generator, written back into the caller's `pIv` before `C_EncryptInit` returns, so the
+/// caller never picks (and never reuses) an IV. Any other IV is used as given.
+fn token_generated_gcm_iv(
+    token: &token::Token,
+    session: ck::CK_SESSION_HANDLE,
+    mechanism: &mut hsm_proto::Mechanism,
+    slot: *mut u8,
+    len: usize,
+) -> crate::error::Result<()> {
+    let hsm_proto::MechanismParams::Gcm { iv, .. } = &mut mechanism.params else {
+        return Ok(());
+    };
+    if iv.len() != 12 || len != 12 || iv.iter().any(|b| *b != 0) {
+        return Ok(());
+    }
+    let mut fresh = [0u8; 12];
+    token.generate_random(session, &mut fresh)?;
+    // SAFETY: `slot` is the caller's non-NULL pIv of `len` (= 12) bytes, which the convention
+    // requires to be writable; it was readable a moment ago as the IV we just parsed.
+    unsafe { std::ptr::copy_nonoverlapping(fresh.as_ptr(), slot, 12) };
+    iv.copy_from_slice(&fresh);
+    Ok(())
 }
 
 /// Single-part sign, encrypt or decrypt with the size-query protocol.
