@@ -20,7 +20,7 @@ use aws_lc_rs::encoding::{AsBigEndian, AsDer, EcPrivateKeyBin, Pkcs8V1Der};
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _};
 use aws_lc_rs::{aead, agreement, cipher, cmac, digest, rsa as lc_rsa};
 use cryptoki_sys as ck;
-use hsm_proto::{ErrorCode, Mechanism};
+use hsm_proto::ErrorCode;
 use std::fmt;
 use std::sync::OnceLock;
 use zeroize::Zeroizing;
@@ -986,96 +986,6 @@ impl PublicKey {
             PublicKey::Rsa { modulus, .. } => bit_len(modulus),
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The interface of the previous build, kept as thin wrappers until the handler moves to the
-// one above and `crate::mech`. New code should not use them.
-
-/// Generates a P-256 key pair. Same as `generate_ec(Curve::P256)`.
-///
-/// # Errors
-/// As [`generate_ec`].
-pub fn generate_ec_p256() -> Result<GeneratedPair, Error> {
-    generate_ec(Curve::P256)
-}
-
-/// Generates an AES key. Same as `generate_secret(CKK_AES, len)`.
-///
-/// # Errors
-/// As [`generate_secret`].
-pub fn generate_aes(len: u64) -> Result<(SecretKey, Zeroizing<Vec<u8>>), Error> {
-    generate_secret(ck::CKK_AES as u64, len)
-}
-
-/// Builds a P-256 public key from `CKA_EC_POINT`.
-///
-/// # Errors
-/// As [`ec_public_from_attributes`].
-pub fn ec_p256_public_from_attribute(value: &[u8]) -> Result<PublicKey, Error> {
-    ec_public_from_attributes(der::P256_OID, value)
-}
-
-fn single_part(
-    kind: hsm_proto::OperationKind,
-    key: crate::mech::KeyRef,
-    mech: &Mechanism,
-    data: &[u8],
-    signature: Option<&[u8]>,
-) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let started = crate::mech::start(kind, key, mech)?;
-    let mut op = started.op;
-    let mut out = op.update(data)?;
-    out.extend_from_slice(&op.finish(signature)?);
-    Ok(out)
-}
-
-/// Single-part sign through [`crate::mech`].
-///
-/// # Errors
-/// As [`crate::mech::start`] and the operation.
-pub fn sign(
-    key: &std::sync::Arc<SecretKey>,
-    mech: &Mechanism,
-    data: &[u8],
-) -> Result<Vec<u8>, Error> {
-    let key = crate::mech::KeyRef::Secret(key.clone());
-    Ok(single_part(hsm_proto::OperationKind::Sign, key, mech, data, None)?.to_vec())
-}
-
-/// Single-part verify through [`crate::mech`].
-///
-/// # Errors
-/// `SignatureInvalid` and the errors of [`crate::mech::start`].
-pub fn verify(key: &PublicKey, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<(), Error> {
-    let key = crate::mech::KeyRef::Public(std::sync::Arc::new(key.clone()));
-    single_part(hsm_proto::OperationKind::Verify, key, mech, data, Some(sig)).map(|_| ())
-}
-
-/// Single-part encrypt through [`crate::mech`] (a token-generated GCM IV is not returned here).
-///
-/// # Errors
-/// As [`crate::mech::start`] and the operation.
-pub fn encrypt(
-    key: &std::sync::Arc<SecretKey>,
-    mech: &Mechanism,
-    data: &[u8],
-) -> Result<Vec<u8>, Error> {
-    let key = crate::mech::KeyRef::Secret(key.clone());
-    Ok(single_part(hsm_proto::OperationKind::Encrypt, key, mech, data, None)?.to_vec())
-}
-
-/// Single-part decrypt through [`crate::mech`].
-///
-/// # Errors
-/// As [`crate::mech::start`] and the operation.
-pub fn decrypt(
-    key: &std::sync::Arc<SecretKey>,
-    mech: &Mechanism,
-    data: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let key = crate::mech::KeyRef::Secret(key.clone());
-    single_part(hsm_proto::OperationKind::Decrypt, key, mech, data, None)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::mech::{self, KeyRef};
+use hsm_proto::Mechanism;
 use hsm_proto::OperationKind;
 use std::sync::{Arc, OnceLock};
 
@@ -361,29 +362,4 @@ fn ec_points_are_checked() {
             .code,
         ErrorCode::CurveNotSupported
     );
-    assert!(ec_p256_public_from_attribute(&der::octet_string(point)).is_ok());
-}
-
-#[test]
-fn legacy_wrappers_still_work() {
-    let key = Arc::new(generate_ec_p256().unwrap().private);
-    let public = key.public().unwrap();
-    let mech = Mechanism::plain(ck::CKM_ECDSA_SHA256 as u64);
-    let sig = sign(&key, &mech, b"x").unwrap();
-    verify(&public, &mech, b"x", &sig).unwrap();
-    assert_eq!(
-        verify(&public, &mech, b"y", &sig).unwrap_err().code,
-        ErrorCode::SignatureInvalid
-    );
-    let aes = Arc::new(generate_aes(32).unwrap().0);
-    let gcm = Mechanism {
-        kind: ck::CKM_AES_GCM as u64,
-        params: hsm_proto::MechanismParams::Gcm {
-            iv: vec![1; 12],
-            aad: vec![],
-            tag_bits: 128,
-        },
-    };
-    let ct = encrypt(&aes, &gcm, b"hello").unwrap();
-    assert_eq!(decrypt(&aes, &gcm, &ct).unwrap().as_slice(), b"hello");
 }
