@@ -7,6 +7,8 @@
 //! - [`isolated`] runs a PKCS#11 test in a process of its own (the module reads its
 //!   configuration once per process), with a [`Token`] loaded for its cluster;
 //! - [`probe`] drives the module through the raw C ABI;
+//! - [`token_probe`] checks what `cryptoki` cannot express about the full token (raw
+//!   mechanism list, multi-part buffer sizing);
 //! - [`keys`] generates keys and builds the templates the tests share.
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ pub mod isolate;
 pub mod keys;
 pub mod probe;
 pub mod token;
+pub mod token_probe;
 
 pub use build::{Artifacts, artifacts};
 pub use cluster::{Cluster, TestDir, free_port};
