@@ -6,12 +6,42 @@
 
 use hsm_proto::config::ModuleConfig;
 use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing_subscriber::EnvFilter;
+use std::sync::{Mutex, OnceLock};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 static INIT: std::sync::Once = std::sync::Once::new();
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+static SILENCED: AtomicBool = AtomicBool::new(false);
+
+/// A thread-local with a destructor: once `try_with` on it fails, this thread's locals are
+/// being or have been destroyed.
+struct Canary;
+
+impl Drop for Canary {
+    fn drop(&mut self) {}
+}
+
+thread_local! {
+    static CANARY: Canary = const { Canary };
+}
+
+/// Called first by every exported function. At process exit glibc destroys the main thread's
+/// thread-locals *before* running `atexit` handlers, and OpenSSL's cleanup calls
+/// `C_CloseSession`/`C_Finalize` from one: `tracing-subscriber` formats through a
+/// `thread_local!` buffer and panics when it is gone. Switching logging off there lowers
+/// tracing's static maximum level, so every log macro stops before touching a thread-local.
+pub fn check_thread_teardown() {
+    if CANARY.try_with(|_| ()).is_err()
+        && !SILENCED.swap(true, Ordering::SeqCst)
+        && let Some(handle) = FILTER.get()
+    {
+        let _ = handle.modify(|f| *f = EnvFilter::new("off"));
+    }
+}
 
 /// Installs the subscriber (first call only: a process keeps its first configuration, also
 /// across `C_Finalize`/`C_Initialize`).
@@ -28,8 +58,9 @@ pub fn init(config: &ModuleConfig) {
             eprintln!("hsm-pkcs11: bad log_level {level:?} ({e}); using warn");
             EnvFilter::new("warn")
         });
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        let (filter, handle) = reload::Layer::new(filter);
+        let _ = FILTER.set(handle);
+        let layer = tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_thread_names(true);
         let file = config.log_file.as_ref().and_then(|path| {
@@ -47,14 +78,18 @@ pub fn init(config: &ModuleConfig) {
         });
         // try_init: fails harmlessly if this copy of tracing already has a subscriber.
         let installed = match file {
-            Some(file) => builder
-                .with_ansi(false)
-                .with_writer(Mutex::new(file))
+            Some(file) => Registry::default()
+                .with(filter)
+                .with(layer.with_ansi(false).with_writer(Mutex::new(file)))
                 .try_init()
                 .is_ok(),
-            None => builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr)
+            None => Registry::default()
+                .with(filter)
+                .with(
+                    layer
+                        .with_ansi(std::io::stderr().is_terminal())
+                        .with_writer(std::io::stderr),
+                )
                 .try_init()
                 .is_ok(),
         };

@@ -45,18 +45,35 @@ use zeroize::Zeroizing;
 
 /// Runs a function body: catches panics, converts the result, logs failures at debug.
 pub(crate) fn guard(name: &'static str, body: impl FnOnce() -> Result<()>) -> ck::CK_RV {
-    let _span = tracing::trace_span!("pkcs11", function = name).entered();
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => ck::CKR_OK,
+    crate::log::check_thread_teardown();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let _span = tracing::trace_span!("pkcs11", function = name).entered();
+        body()
+    }));
+    // Logging the outcome may itself fail at process exit (see `check_thread_teardown`):
+    // it stays inside `catch_unwind` so nothing ever unwinds into C.
+    let (rv, log, panicked): (ck::CK_RV, Option<String>, bool) = match outcome {
+        Ok(Ok(())) => (ck::CKR_OK, None, false),
         Ok(Err(e)) => {
-            tracing::debug!("{name}: {e}");
-            e.into()
+            let message = format!("{name}: {e}");
+            (e.into(), Some(message), false)
         }
-        Err(_) => {
-            tracing::error!("{name}: panic caught at the C boundary");
-            ck::CKR_GENERAL_ERROR
-        }
+        Err(_) => (
+            ck::CKR_GENERAL_ERROR,
+            Some(format!("{name}: panic caught at the C boundary")),
+            true,
+        ),
+    };
+    if let Some(message) = log {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            if panicked {
+                tracing::error!("{message}");
+            } else {
+                tracing::debug!("{message}");
+            }
+        }));
     }
+    rv
 }
 
 fn bad() -> Error {
