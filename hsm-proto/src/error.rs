@@ -95,6 +95,7 @@ error_codes! {
     WrappingKeyHandleInvalid = CKR_WRAPPING_KEY_HANDLE_INVALID,
     UnwrappingKeyHandleInvalid = CKR_UNWRAPPING_KEY_HANDLE_INVALID,
     KeyIndigestible = CKR_KEY_INDIGESTIBLE,
+    WrappedKeyLenRange = CKR_WRAPPED_KEY_LEN_RANGE,
     SessionReadOnlyExists = CKR_SESSION_READ_ONLY_EXISTS,
 }
 

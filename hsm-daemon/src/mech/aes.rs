@@ -761,6 +761,15 @@ impl Mech for KeyWrapMech {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let kek = self.kek(mech, key)?;
+        // RFC 3394 output is n+1 >= 3 semiblocks, RFC 5649's at least 2: any other length
+        // cannot be a wrapped key (a public property, so saying so is no oracle).
+        let min = if self.padded { 16 } else { 24 };
+        if wrapped.len() < min || !wrapped.len().is_multiple_of(8) {
+            return Err(Error::new(
+                ErrorCode::WrappedKeyLenRange,
+                format!("an AES key-wrap blob is a multiple of 8 bytes, at least {min}"),
+            ));
+        }
         self.open(kek, wrapped).ok_or_else(unwrap_failed)
     }
 }

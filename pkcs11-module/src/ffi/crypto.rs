@@ -125,14 +125,20 @@ unsafe fn cipher_update(
     kind: Kind,
     part: *const u8,
     part_len: ck::CK_ULONG,
+    out_buf: *const u8,
     out_len: *mut ck::CK_ULONG,
 ) -> crate::error::Result<()> {
     token::current()?;
     if out_len.is_null() {
         return Err(super::bad());
     }
-    // SAFETY: the caller's contract.
-    unsafe { update(session, kind, part, part_len) }?;
+    // A NULL output buffer asks how much output this part would give: the part is not
+    // consumed (the caller sends it again with a buffer). Updates give no output here (it
+    // comes at *Final), so the answer is 0 either way.
+    if !out_buf.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { update(session, kind, part, part_len) }?;
+    }
     // SAFETY: non-NULL (checked above), the caller's contract.
     *unsafe { out(out_len) }? = 0;
     Ok(())
@@ -248,11 +254,11 @@ cryptoki_fn! {
         session: ck::CK_SESSION_HANDLE,
         part: *mut ck::CK_BYTE,
         part_len: ck::CK_ULONG,
-        _encrypted_part: *mut ck::CK_BYTE,
+        encrypted_part: *mut ck::CK_BYTE,
         encrypted_part_len: *mut ck::CK_ULONG,
     ) {
         // SAFETY: the caller passes `part_len` bytes and a length to fill.
-        unsafe { cipher_update(session, Kind::Encrypt, part, part_len, encrypted_part_len) }
+        unsafe { cipher_update(session, Kind::Encrypt, part, part_len, encrypted_part, encrypted_part_len) }
     }
 
     /// Finishes a multi-part encryption: the whole ciphertext and tag.
@@ -293,11 +299,11 @@ cryptoki_fn! {
         session: ck::CK_SESSION_HANDLE,
         part: *mut ck::CK_BYTE,
         part_len: ck::CK_ULONG,
-        _data: *mut ck::CK_BYTE,
+        data: *mut ck::CK_BYTE,
         data_len: *mut ck::CK_ULONG,
     ) {
         // SAFETY: the caller passes `part_len` bytes and a length to fill.
-        unsafe { cipher_update(session, Kind::Decrypt, part, part_len, data_len) }
+        unsafe { cipher_update(session, Kind::Decrypt, part, part_len, data, data_len) }
     }
 
     /// Finishes a multi-part decryption: the whole plaintext.
@@ -319,8 +325,12 @@ cryptoki_fn! {
     }
 
     /// Seeding is not supported: the cluster's generator takes no outside seed.
-    fn C_SeedRandom(session: ck::CK_SESSION_HANDLE, _seed: *mut ck::CK_BYTE, _len: ck::CK_ULONG) {
-        token::current()?.seed_random(session)
+    fn C_SeedRandom(session: ck::CK_SESSION_HANDLE, seed: *mut ck::CK_BYTE, len: ck::CK_ULONG) {
+        let token = token::current()?;
+        if seed.is_null() && len != 0 {
+            return Err(super::bad());
+        }
+        token.seed_random(session)
     }
 
     /// Starts a digest.

@@ -722,13 +722,15 @@ impl Token {
         Ok(())
     }
 
-    /// `C_SeedRandom`: the cluster's generator takes no seed.
+    /// `C_SeedRandom`: accepted and ignored, as the spec permits. The node's generator is
+    /// aws-lc's DRBG, seeded by the operating system; caller-supplied seed adds nothing an
+    /// HSM should trust.
     ///
     /// # Errors
-    /// `SessionHandleInvalid`, otherwise always `RandomSeedNotSupported`.
+    /// `SessionHandleInvalid`.
     pub fn seed_random(&self, handle: ck::CK_SESSION_HANDLE) -> Result<()> {
         self.session(handle)?;
-        Err(ErrorCode::RandomSeedNotSupported.into())
+        Ok(())
     }
 }
 
