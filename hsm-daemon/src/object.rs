@@ -731,6 +731,56 @@ mod tests {
         assert!(RULES.windows(2).all(|w| w[0].code < w[1].code));
     }
 
+    proptest::proptest! {
+        /// Random templates (any known attribute type, any bytes that parse) against every
+        /// class: a merged map or a template error naming the attribute; never a panic.
+        #[test]
+        fn template_processing_never_panics(
+            raw in proptest::collection::vec(
+                (0u64..0x200, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16)),
+                0..12,
+            ),
+            class_pick in 0usize..5,
+        ) {
+            let template: Vec<Attribute> =
+                raw.iter().filter_map(|(code, v)| Attribute::from_raw(*code, v).ok()).collect();
+            let classes = [
+                (ck::CKO_DATA, None),
+                (ck::CKO_CERTIFICATE, None),
+                (ck::CKO_PUBLIC_KEY, Some(ck::CKK_EC)),
+                (ck::CKO_PRIVATE_KEY, Some(ck::CKK_RSA)),
+                (ck::CKO_SECRET_KEY, Some(ck::CKK_AES)),
+            ];
+            let (class, key_type) = classes[class_pick];
+            let defaults = match key_type {
+                Some(k) => key_defaults(class as u64, k as u64),
+                None => storage_defaults(class as u64),
+            };
+            for origin in [Origin::Created, Origin::Generated(ck::CKM_AES_KEY_GEN as u64)] {
+                match merge_template(class as u64, key_type.map(|k| k as u64), &template, defaults.clone(), origin) {
+                    Ok(attrs) => {
+                        let obj = Object { id: ObjectId(7), attrs, owner: "u".into(), body: Body::None, wrapped: None };
+                        for copy in [false, true] {
+                            if let Err(e) = apply_changes(&obj, &template, false, copy) {
+                                proptest::prop_assert!(matches!(
+                                    e.code,
+                                    ErrorCode::AttributeReadOnly | ErrorCode::AttributeTypeInvalid
+                                ), "{e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        proptest::prop_assert!(matches!(
+                            e.code,
+                            ErrorCode::TemplateInconsistent | ErrorCode::AttributeReadOnly
+                        ), "{e}");
+                        proptest::prop_assert!(e.message.contains("CKA_"), "names the attribute: {e}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn token_set_attributes_are_read_only() {
         let err = merge_template(

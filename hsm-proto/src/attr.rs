@@ -209,6 +209,33 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any type code and any bytes: a typed attribute that encodes back to the same
+        /// bytes, or a CKR error; never a panic.
+        #[test]
+        fn from_raw_never_panics_and_round_trips(code in proptest::prelude::any::<u64>(),
+                                                 small in 0u64..0x200,
+                                                 value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            for code in [code, small] {
+                match Attribute::from_raw(code, &value) {
+                    Ok(a) => {
+                        proptest::prop_assert_eq!(a.type_code(), code);
+                        let raw = a.to_raw();
+                        if a.to_raw().as_slice() != value.as_slice() {
+                            // Only booleans normalise (any non-zero byte is TRUE).
+                            proptest::prop_assert_eq!(Attribute::kind_of(code), Some(AttrKind::Bool));
+                        }
+                        proptest::prop_assert_eq!(Attribute::from_raw(code, &raw), Ok(a));
+                    }
+                    Err(e) => proptest::prop_assert!(matches!(
+                        e,
+                        ErrorCode::AttributeTypeInvalid | ErrorCode::AttributeValueInvalid
+                    )),
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_values_are_refused() {
         assert_eq!(
