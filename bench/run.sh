@@ -63,5 +63,16 @@ echo "run.sh: 1-node dev cluster on 127.0.0.1:$port (in $work)"
 # shellcheck disable=SC1091
 source "$work/cluster/env"
 
+# Other work on the machine disturbs the numbers: count concurrent compilations while we run.
+(while sleep 1; do pgrep -c -x rustc || true; done) >"$work/rustc.samples" 2>/dev/null &
+sampler=$!
+
 # The tokens are throwaway: skip destroying the C_FindObjects population at the end.
-target/release/hsm-bench --no-cleanup "$@"
+status=0
+target/release/hsm-bench --no-cleanup "$@" || status=$?
+kill "$sampler" 2>/dev/null || true
+wait "$sampler" 2>/dev/null || true
+awk '{ n++; if ($1 > 0) busy++; if ($1 > max) max = $1 }
+     END { if (n) printf "run.sh: concurrent rustc processes during the run: max %d, present in %d%% of %d one-second samples\n", max, 100 * busy / n, n }' \
+    "$work/rustc.samples" >&2
+exit "$status"

@@ -81,7 +81,9 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => {
             let r = a / b;
-            if r >= 10.0 {
+            if r >= 100.0 {
+                format!("{}×", thousands(r.round() as u64))
+            } else if r >= 10.0 {
                 format!("{r:.1}×")
             } else if r >= 0.1 {
                 format!("{r:.2}×")
@@ -113,8 +115,11 @@ pub fn markdown(columns: &[Column]) -> String {
             Some(m) => {
                 let _ = writeln!(
                     md,
-                    "- **{}**: {} (load average at start: {})",
-                    c.header, m.description, m.loadavg
+                    "- **{}**: {} (load average {} at start, {} at end)",
+                    c.header,
+                    m.description,
+                    m.loadavg,
+                    c.results.loadavg_end.as_deref().unwrap_or("?")
                 );
             }
             None => {

@@ -16,6 +16,11 @@ pub enum Line {
     Meta(Meta),
     /// One operation at one session count.
     Cell(Cell),
+    /// The worker finished (last line).
+    Done {
+        /// /proc/loadavg at the end.
+        loadavg: String,
+    },
     /// The worker stopped early and why.
     Stop {
         /// Why.
@@ -175,6 +180,8 @@ pub struct TargetResults {
     pub cells: Vec<Cell>,
     /// Why the worker stopped early, if it did.
     pub stopped: Option<String>,
+    /// /proc/loadavg when the worker finished.
+    pub loadavg_end: Option<String>,
 }
 
 impl TargetResults {
@@ -201,6 +208,7 @@ pub fn load(path: &Path) -> Result<TargetResults> {
             Ok(Line::Meta(m)) => out.meta = Some(m),
             Ok(Line::Cell(c)) => out.cells.push(c),
             Ok(Line::Stop { reason }) => out.stopped = Some(reason),
+            Ok(Line::Done { loadavg }) => out.loadavg_end = Some(loadavg),
             Err(_) => {}
         }
     }

@@ -116,7 +116,7 @@ pub fn run(
         Arc::clone(&heartbeat),
         Duration::from_secs(plan.stall_s.max(5)),
     );
-    let loadavg = loadavg();
+    let loadavg_start = loadavg();
     let mut backend = match spec {
         BackendSpec::Limit => Backend::Limit,
         BackendSpec::Module {
@@ -152,7 +152,7 @@ pub fn run(
         warmup_s: plan.warmup_s,
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
         cpu_model: cpu_model(),
-        loadavg,
+        loadavg: loadavg_start,
     }))?;
     let timing = Timing {
         warmup: Duration::from_secs_f64(plan.warmup_s),
@@ -204,6 +204,7 @@ pub fn run(
     {
         eprintln!("  warning: cleanup failed: {e}");
     }
+    writer.write(&Line::Done { loadavg: loadavg() })?;
     Ok(())
 }
 
