@@ -118,6 +118,16 @@ impl Session<'_> {
         Ok(self.conn.login.lock().map_err(|_| poisoned())?.clone())
     }
 
+    /// `UserNotLoggedIn` with `why` unless an admin is logged in.
+    fn require_admin(&self, why: &str) -> Result<(), Error> {
+        match self.login()? {
+            Some(LoggedIn {
+                role: Role::Admin, ..
+            }) => Ok(()),
+            _ => Err(Error::new(ErrorCode::UserNotLoggedIn, why)),
+        }
+    }
+
     /// The logged-in crypto user, or `UserNotLoggedIn` (admins cannot use keys).
     fn crypto_user(&self) -> Result<String, Error> {
         match self.login()? {
@@ -342,17 +352,7 @@ impl Session<'_> {
                 password,
                 role,
             } => {
-                match self.login()? {
-                    Some(LoggedIn {
-                        role: Role::Admin, ..
-                    }) => {}
-                    _ => {
-                        return Err(Error::new(
-                            ErrorCode::UserNotLoggedIn,
-                            "only an admin creates users",
-                        ));
-                    }
-                }
+                self.require_admin("only an admin creates users")?;
                 users::check_name(&username)?;
                 if self.state().user(&username)?.is_some() {
                     return Err(Error::new(
@@ -499,17 +499,7 @@ impl Session<'_> {
                 Ok(Response::PinChanged)
             }
             Request::InitPin { username, password } => {
-                match self.login()? {
-                    Some(LoggedIn {
-                        role: Role::Admin, ..
-                    }) => {}
-                    _ => {
-                        return Err(Error::new(
-                            ErrorCode::UserNotLoggedIn,
-                            "C_InitPIN needs an admin (SO) session",
-                        ));
-                    }
-                }
+                self.require_admin("C_InitPIN needs an admin (SO) session")?;
                 users::check_name(&username)?;
                 if let Some(existing) = self.state().user(&username)?
                     && existing.role != Role::CryptoUser
