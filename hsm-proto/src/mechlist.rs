@@ -7,9 +7,8 @@
 //! is 255), generic secrets and HMAC (`CKM_GENERIC_SECRET_KEY_GEN` says bits; the HMAC
 //! mechanisms use the same keys), bytes for AES. [`key_size_supported`] converts.
 //!
-//! Flags say exactly what each mechanism does here. Notably: `CKM_RSA_PKCS` signs only a
-//! SHA-256/384/512 `DigestInfo` (aws-lc signs no other), `CKM_SHA1_RSA_PKCS` is verify-only,
-//! the AES key wraps take 128- and 256-bit keys (not 192), and `CKF_HW` is not claimed.
+//! Flags say exactly what each mechanism does here. Notably: the AES key wraps take 128- and
+//! 256-bit keys (not 192), and `CKF_HW` is not claimed.
 
 use cryptoki_sys as ck;
 
@@ -27,7 +26,6 @@ pub struct MechanismInfo {
 }
 
 const SV: u64 = (ck::CKF_SIGN | ck::CKF_VERIFY) as u64;
-const V: u64 = ck::CKF_VERIFY as u64;
 const ED: u64 = (ck::CKF_ENCRYPT | ck::CKF_DECRYPT) as u64;
 const WU: u64 = (ck::CKF_WRAP | ck::CKF_UNWRAP) as u64;
 const DIGEST: u64 = ck::CKF_DIGEST as u64;
@@ -62,15 +60,18 @@ const fn row(kind: ck::CK_MECHANISM_TYPE, size: (u64, u64), flags: u64) -> Mecha
 pub const MECHANISMS: &[MechanismInfo] = &[
     row(ck::CKM_RSA_PKCS_KEY_PAIR_GEN, RSA, GEN_PAIR),
     row(ck::CKM_RSA_PKCS, RSA, SV | ED),
-    row(ck::CKM_SHA1_RSA_PKCS, RSA, V),
+    row(ck::CKM_SHA1_RSA_PKCS, RSA, SV),
     row(ck::CKM_RSA_PKCS_OAEP, RSA, ED | WU),
     row(ck::CKM_RSA_PKCS_PSS, RSA, SV),
+    row(ck::CKM_SHA1_RSA_PKCS_PSS, RSA, SV),
     row(ck::CKM_SHA256_RSA_PKCS, RSA, SV),
     row(ck::CKM_SHA384_RSA_PKCS, RSA, SV),
     row(ck::CKM_SHA512_RSA_PKCS, RSA, SV),
     row(ck::CKM_SHA256_RSA_PKCS_PSS, RSA, SV),
     row(ck::CKM_SHA384_RSA_PKCS_PSS, RSA, SV),
     row(ck::CKM_SHA512_RSA_PKCS_PSS, RSA, SV),
+    row(ck::CKM_SHA224_RSA_PKCS, RSA, SV),
+    row(ck::CKM_SHA224_RSA_PKCS_PSS, RSA, SV),
     row(ck::CKM_SHA_1, NONE, DIGEST),
     row(ck::CKM_SHA_1_HMAC, GENERIC, SV),
     row(ck::CKM_SHA256, NONE, DIGEST),

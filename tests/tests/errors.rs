@@ -127,10 +127,10 @@ fn unsupported_mechanisms() {
         let s = token.user_session();
         let rsa = rsa_pair(&s, 2048, false, "rsa");
         let aes = aes_key(&s, 32, "aes", &[]);
-        // SHA-1 RSA signatures are verify-only (legacy); raw RSA is never offered;
-        // DES3-ECB is not a mechanism we serve.
+        // Raw RSA (no padding) is never offered, for signing or encryption; DES3-ECB is not
+        // a mechanism we serve.
         assert_ckr(
-            s.sign(&Mechanism::Sha1RsaPkcs, rsa.private, b"data"),
+            s.sign(&Mechanism::RsaX509, rsa.private, b"data"),
             RvError::MechanismInvalid,
         );
         assert_ckr(

@@ -281,16 +281,6 @@ fn name_of(kind: u64) -> String {
         .unwrap_or_else(|| format!("{kind:#x}"))
 }
 
-/// Mechanisms of the issue the node does not offer yet: aws-lc-rs's safe API has no RSA
-/// signing with SHA-1 or SHA-224 (PKCS#1 v1.5 or PSS). Closing them needs aws-lc's C API
-/// (see the issue note); `known_gap_mechanisms_are_offered` fails until then.
-const KNOWN_GAPS: &[&str] = &[
-    "CKM_SHA1_RSA_PKCS",
-    "CKM_SHA224_RSA_PKCS",
-    "CKM_SHA1_RSA_PKCS_PSS",
-    "CKM_SHA224_RSA_PKCS_PSS",
-];
-
 /// What is wrong with one wanted mechanism in the raw list, if anything.
 fn want_problem(want: &Wanted, listed: &[RawMechanism]) -> Option<String> {
     let Some(m) = listed.iter().find(|m| m.kind == want.kind as u64) else {
@@ -318,25 +308,6 @@ fn want_problem(want: &Wanted, listed: &[RawMechanism]) -> Option<String> {
 }
 
 #[test]
-#[ignore = "issue 3 gap: SHA-1/SHA-224 RSA signing needs aws-lc's C API (run with --ignored)"]
-fn known_gap_mechanisms_are_offered() {
-    isolated("known_gap_mechanisms_are_offered", |cluster, token| {
-        let p = run_token_probe(cluster, &token.user_pin, &["mechanisms"]);
-        let listed = p.mechanisms();
-        let problems: Vec<String> = WANTED
-            .iter()
-            .filter(|w| KNOWN_GAPS.contains(&w.name))
-            .filter_map(|w| want_problem(w, &listed))
-            .collect();
-        assert!(
-            problems.is_empty(),
-            "still missing:\n  {}",
-            problems.join("\n  ")
-        );
-    });
-}
-
-#[test]
 fn every_issue_mechanism_is_listed_with_sane_info() {
     isolated(
         "every_issue_mechanism_is_listed_with_sane_info",
@@ -357,14 +328,6 @@ fn every_issue_mechanism_is_listed_with_sane_info() {
 
             let mut problems = Vec::new();
             for want in WANTED {
-                if KNOWN_GAPS.contains(&want.name) {
-                    eprintln!(
-                        "!!!!! KNOWN GAP (issue 3): {} is not offered as the issue asks; \
-                         see known_gap_mechanisms_are_offered",
-                        want.name
-                    );
-                    continue;
-                }
                 problems.extend(want_problem(want, &listed));
             }
             // Every listed mechanism has info, and cryptoki sees the same numbers.

@@ -188,19 +188,19 @@ fn rsa_crt_import_and_every_signature_mechanism() {
     isolated(
         "rsa_crt_import_and_every_signature_mechanism",
         |cluster, token| {
-            rsa_signatures(cluster, &token, &[Hash::Sha256, Hash::Sha384, Hash::Sha512])
+            rsa_signatures(
+                cluster,
+                &token,
+                &[
+                    Hash::Sha1,
+                    Hash::Sha224,
+                    Hash::Sha256,
+                    Hash::Sha384,
+                    Hash::Sha512,
+                ],
+            )
         },
     );
-}
-
-/// aws-lc-rs's safe API signs RSA with SHA-256/384/512 only; SHA-1 and SHA-224 (PKCS#1 v1.5,
-/// DigestInfo and PSS) need aws-lc's C API. See the issue note.
-#[test]
-#[ignore = "issue 3 gap: RSA signing with SHA-1/SHA-224 needs aws-lc's C API (run with --ignored)"]
-fn rsa_sha1_sha224_signatures_known_gap() {
-    isolated("rsa_sha1_sha224_signatures_known_gap", |cluster, token| {
-        rsa_signatures(cluster, &token, &[Hash::Sha1, Hash::Sha224])
-    });
 }
 
 fn rsa_signatures(

@@ -2,15 +2,16 @@
 //! wrapping. `CKM_RSA_X_509` (raw RSA) is not offered: it hands out a decryption and
 //! signing oracle with no padding at all.
 //!
-//! What aws-lc-rs cannot do, and so we do not offer (each refused with the code shown):
-//! - PKCS#1 v1.5 *signing* exists in aws-lc-rs only for SHA-256/384/512 (`sign_digest` builds
-//!   the `DigestInfo` itself). `CKM_RSA_PKCS` therefore signs exactly the three standard
-//!   DER `DigestInfo` encodings of those hashes — the result is bit-identical to padding the
-//!   caller's `DigestInfo` — and answers `DataInvalid` for anything else, including SHA-1 and
-//!   SHA-224 `DigestInfo` and non-`DigestInfo` data (there is no raw private-key operation to
-//!   pad it ourselves). `CKM_SHA1_RSA_PKCS` is verify-only; `CKM_SHA224_RSA_PKCS` is absent.
-//! - PSS exists for SHA-256/384/512 with MGF1 of the same hash; any salt length that fits the
-//!   modulus. SHA-1/SHA-224 PSS and mixed hash/MGF are `MechanismParamInvalid`.
+//! Signatures run on aws-lc-rs's parsed keys for SHA-256/384/512, the hot path. Its safe API
+//! has no RSA signing with SHA-1 or SHA-224 and no raw PKCS#1 v1.5 operation, which
+//! `CKM_RSA_PKCS` needs for an arbitrary `DigestInfo` (`pkcs11-tool --test` signs a SHA-1 one):
+//! those go through `hsm_awslc`, a small FFI shim over the same aws-lc (blinded,
+//! constant-time), with the key's PKCS#8 encoding. So:
+//! - `CKM_RSA_PKCS` signs any input up to the modulus length less 11 bytes, and verifies by
+//!   comparing what the signature opens to with the caller's input;
+//! - `CKM_SHA{1,224,256,384,512}_RSA_PKCS` and `..._PSS` sign and verify; PSS takes any salt
+//!   length that fits the modulus, MGF1 of the same hash (mixed hash/MGF is
+//!   `MechanismParamInvalid`).
 //! - OAEP exists for SHA-1/256/384/512 with MGF1 of the same hash, and any label. (Java's
 //!   default "OAEPWithSHA-256AndMGF1Padding" pairs SHA-256 with MGF1-SHA-1: refused as
 //!   `MechanismParamInvalid`; ask for MGF1-SHA-256.)
@@ -218,9 +219,9 @@ fn pss_params(
             "RSA-PSS: hashAlg must be the mechanism's own hash",
         ));
     }
-    if pss_signing(alg, 0).is_none() {
+    if pss_signing(alg, 0).is_none() && legacy_hash(alg).is_none() {
         return Err(param_invalid(
-            "RSA-PSS: supported hashes are SHA-256, SHA-384 and SHA-512",
+            "RSA-PSS: supported hashes are SHA-1, SHA-224, SHA-256, SHA-384 and SHA-512",
         ));
     }
     if *mgf != mgf1_of(alg) {
@@ -228,6 +229,55 @@ fn pss_params(
     }
     let salt = u16::try_from(*salt_len).map_err(|_| param_invalid("RSA-PSS: sLen too large"))?;
     Ok((alg, salt))
+}
+
+/// The legacy hashes that go through `hsm_awslc`.
+fn legacy_hash(alg: &'static digest::Algorithm) -> Option<hsm_awslc::Hash> {
+    if is(alg, &digest::SHA1_FOR_LEGACY_USE_ONLY) {
+        Some(hsm_awslc::Hash::Sha1)
+    } else if is(alg, &digest::SHA224) {
+        Some(hsm_awslc::Hash::Sha224)
+    } else {
+        None
+    }
+}
+
+/// The DER `DigestInfo` of a digest made with `alg`.
+fn digest_info(alg: &'static digest::Algorithm, hash: &[u8]) -> Result<Vec<u8>, Error> {
+    let (prefix, _) = DIGEST_INFO
+        .iter()
+        .find(|(_, a)| is(a, alg))
+        .ok_or_else(|| failed("DigestInfo"))?;
+    let mut info = prefix.to_vec();
+    info.extend_from_slice(hash);
+    Ok(info)
+}
+
+/// PKCS#1 v1.5 over `input` as given, through aws-lc's C API (see the module docs).
+fn sign_pkcs1_raw(key: &SecretKey, input: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    hsm_awslc::rsa_pkcs1_sign_raw(&key.wrap_payload(), input)
+        .map(Zeroizing::new)
+        .map_err(|_| failed("RSA signing"))
+}
+
+/// Whether a PKCS#1 v1.5 signature opens to exactly `expected` (public data: no secret is
+/// compared here).
+fn verify_pkcs1_raw(der: &[u8], sig: &[u8], expected: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    match hsm_awslc::rsa_pkcs1_recover(der, sig) {
+        Ok(opened) if opened == expected => Ok(Zeroizing::new(Vec::new())),
+        _ => Err(signature_invalid()),
+    }
+}
+
+fn pss_digest_len(alg: &'static digest::Algorithm, data: &[u8]) -> Result<(), Error> {
+    if data.len() == alg.output_len {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorCode::DataLenRange,
+            format!("CKM_RSA_PKCS_PSS takes a {}-byte hash", alg.output_len),
+        ))
+    }
 }
 
 /// `emLen - hLen - 2`, the largest PSS salt a modulus of `bits` allows.
@@ -265,12 +315,39 @@ impl Operation for SignOp {
     }
 
     fn finish(self: Box<Self>, signature: Option<&[u8]>) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let this = *self;
         expect_no_signature(signature)?;
-        let SecretKey::Rsa(pair) = self.key.as_ref() else {
+        let SecretKey::Rsa(pair) = this.key.as_ref() else {
             return Err(failed("RSA key access"));
         };
-        let data = self.input.finish();
-        let (encoding, alg, hash): (&'static RsaSignatureEncoding, _, &[u8]) = match self.scheme {
+        let data = this.input.finish();
+        // What aws-lc-rs cannot sign goes through aws-lc's C API (module docs).
+        match this.scheme {
+            Scheme::Pkcs1DigestInfo
+                if split_digest_info(&data)
+                    .and_then(|(a, _)| pkcs1_signing(a))
+                    .is_none() =>
+            {
+                return sign_pkcs1_raw(&this.key, &data);
+            }
+            Scheme::Pkcs1(alg) if pkcs1_signing(alg).is_none() => {
+                return sign_pkcs1_raw(&this.key, &digest_info(alg, &data)?);
+            }
+            Scheme::Pss(alg, salt) if pss_signing(alg, salt).is_none() => {
+                pss_digest_len(alg, &data)?;
+                let hash = legacy_hash(alg).ok_or_else(|| failed("RSA signing"))?;
+                return hsm_awslc::rsa_pss_sign(
+                    &this.key.wrap_payload(),
+                    hash,
+                    &data,
+                    usize::from(salt),
+                )
+                .map(Zeroizing::new)
+                .map_err(|_| failed("RSA signing"));
+            }
+            _ => {}
+        }
+        let (encoding, alg, hash): (&'static RsaSignatureEncoding, _, &[u8]) = match this.scheme {
             Scheme::Pkcs1DigestInfo => {
                 let (alg, hash) = split_digest_info(&data).ok_or_else(cannot_sign_digest_info)?;
                 (
@@ -321,15 +398,36 @@ impl Operation for VerifyOp {
     }
 
     fn finish(self: Box<Self>, signature: Option<&[u8]>) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let this = *self;
         let sig = expect_signature(signature)?;
-        if sig.len() != self.modulus_len {
+        if sig.len() != this.modulus_len {
             return Err(Error::new(
                 ErrorCode::SignatureLenRange,
-                format!("RSA signatures for this key are {} bytes", self.modulus_len),
+                format!("RSA signatures for this key are {} bytes", this.modulus_len),
             ));
         }
-        let data = self.input.finish();
-        let (params, alg, hash): (&'static RsaParameters, _, &[u8]) = match self.scheme {
+        let data = this.input.finish();
+        match this.scheme {
+            Scheme::Pkcs1DigestInfo
+                if split_digest_info(&data)
+                    .and_then(|(a, _)| pkcs1_verification(a))
+                    .is_none() =>
+            {
+                return verify_pkcs1_raw(&this.der, sig, &data);
+            }
+            Scheme::Pkcs1(alg) if pkcs1_verification(alg).is_none() => {
+                return verify_pkcs1_raw(&this.der, sig, &digest_info(alg, &data)?);
+            }
+            Scheme::Pss(alg, salt) if pss_verification(alg, salt).is_none() => {
+                pss_digest_len(alg, &data)?;
+                let hash = legacy_hash(alg).ok_or_else(|| failed("RSA verification"))?;
+                return hsm_awslc::rsa_pss_verify(&this.der, hash, &data, sig, usize::from(salt))
+                    .map(|()| Zeroizing::new(Vec::new()))
+                    .map_err(|_| signature_invalid());
+            }
+            _ => {}
+        }
+        let (params, alg, hash): (&'static RsaParameters, _, &[u8]) = match this.scheme {
             Scheme::Pkcs1DigestInfo => {
                 let unsupported = || {
                     Error::new(
@@ -360,7 +458,7 @@ impl Operation for VerifyOp {
             }
         };
         let digest = Digest::import_less_safe(hash, alg).map_err(|_| failed("digest import"))?;
-        signature::UnparsedPublicKey::new(params, &self.der)
+        signature::UnparsedPublicKey::new(params, &this.der)
             .verify_digest(&digest, sig)
             .map(|()| Zeroizing::new(Vec::new()))
             .map_err(|_| signature_invalid())
@@ -715,7 +813,19 @@ pub(super) fn register(r: &mut Registry) {
     r.add(ck::CKM_RSA_PKCS_PSS, sig(None, true, true));
     r.add(
         ck::CKM_SHA1_RSA_PKCS,
-        sig(Some(&digest::SHA1_FOR_LEGACY_USE_ONLY), false, false),
+        sig(Some(&digest::SHA1_FOR_LEGACY_USE_ONLY), false, true),
+    );
+    r.add(
+        ck::CKM_SHA224_RSA_PKCS,
+        sig(Some(&digest::SHA224), false, true),
+    );
+    r.add(
+        ck::CKM_SHA1_RSA_PKCS_PSS,
+        sig(Some(&digest::SHA1_FOR_LEGACY_USE_ONLY), true, true),
+    );
+    r.add(
+        ck::CKM_SHA224_RSA_PKCS_PSS,
+        sig(Some(&digest::SHA224), true, true),
     );
     r.add(
         ck::CKM_SHA256_RSA_PKCS,

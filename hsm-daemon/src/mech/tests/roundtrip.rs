@@ -83,29 +83,48 @@ fn rsa_signatures_verify_independently() {
     let hashed = run(Sign, sk, &plain(ck::CKM_SHA256_RSA_PKCS), msg).unwrap();
     assert_eq!(raw, hashed);
     verify(pk, &plain(ck::CKM_RSA_PKCS), &digest_info, &raw).unwrap();
-    // SHA-1 DigestInfo: verified, not signed (aws-lc signs no SHA-1).
+    // Any other input (a SHA-1 DigestInfo, or not a DigestInfo at all) is signed raw through
+    // aws-lc's C API; the RustCrypto verifier checks the exact bytes that were signed.
     let sha1_info = [hex("3021300906052b0e03021a05000414"), vec![7; 20]].concat();
-    assert_eq!(
-        code(run(Sign, sk, &plain(ck::CKM_RSA_PKCS), &sha1_info)),
-        ErrorCode::DataInvalid
-    );
-    assert_eq!(
-        code(run(
-            Sign,
-            sk,
-            &plain(ck::CKM_RSA_PKCS),
-            b"not a digest info"
-        )),
-        ErrorCode::DataInvalid
-    );
+    for input in [sha1_info.as_slice(), b"not a digest info".as_slice()] {
+        let sig = run(Sign, sk, &plain(ck::CKM_RSA_PKCS), input).unwrap();
+        other
+            .verify(::rsa::Pkcs1v15Sign::new_unprefixed(), input, &sig)
+            .unwrap();
+        verify(pk, &plain(ck::CKM_RSA_PKCS), input, &sig).unwrap();
+        assert_eq!(
+            code(verify(pk, &plain(ck::CKM_RSA_PKCS), b"other input", &sig)),
+            ErrorCode::SignatureInvalid
+        );
+    }
     assert_eq!(
         code(run(Sign, sk, &plain(ck::CKM_RSA_PKCS), &[0; 300])),
         ErrorCode::DataLenRange
     );
-    assert_eq!(
-        code(start(Sign, sk.clone(), &plain(ck::CKM_SHA1_RSA_PKCS))),
-        ErrorCode::MechanismInvalid
-    );
+    // SHA-1 and SHA-224 hash-and-sign: the signature opens to the DigestInfo of the hash.
+    for (kind, info_prefix, hash) in [
+        (
+            ck::CKM_SHA1_RSA_PKCS,
+            "3021300906052b0e03021a05000414",
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, msg),
+        ),
+        (
+            ck::CKM_SHA224_RSA_PKCS,
+            "302d300d06096086480165030402040500041c",
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA224, msg),
+        ),
+    ] {
+        let sig = run_chunked(Sign, sk, &plain(kind), msg, 5, None).unwrap();
+        let info = [hex(info_prefix), hash.as_ref().to_vec()].concat();
+        other
+            .verify(::rsa::Pkcs1v15Sign::new_unprefixed(), &info, &sig)
+            .unwrap();
+        verify(pk, &plain(kind), msg, &sig).unwrap();
+        assert_eq!(
+            code(verify(pk, &plain(kind), b"other", &sig)),
+            ErrorCode::SignatureInvalid
+        );
+    }
 
     // PSS: prehashed and hashing, default and custom salt lengths.
     for salt in [32u64, 0, 20, 64, 222] {
@@ -164,10 +183,40 @@ fn rsa_signatures_verify_independently() {
         .verify(::rsa::Pss::new::<sha2::Sha384>(), &h384, &sig)
         .unwrap();
 
+    // PSS with SHA-1 and SHA-224 (through aws-lc's C API), prehashed and hashing.
+    for (hash, mgf, alg, hashing) in [
+        (
+            ck::CKM_SHA_1,
+            ck::CKG_MGF1_SHA1,
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            ck::CKM_SHA1_RSA_PKCS_PSS,
+        ),
+        (
+            ck::CKM_SHA224,
+            ck::CKG_MGF1_SHA224,
+            &aws_lc_rs::digest::SHA224,
+            ck::CKM_SHA224_RSA_PKCS_PSS,
+        ),
+    ] {
+        let salt = alg.output_len as u64;
+        let digest = aws_lc_rs::digest::digest(alg, msg);
+        let pre = pss(ck::CKM_RSA_PKCS_PSS, hash, mgf, salt);
+        let sig = run(Sign, sk, &pre, digest.as_ref()).unwrap();
+        verify(pk, &pre, digest.as_ref(), &sig).unwrap();
+        let full = pss(hashing, hash, mgf, salt);
+        verify(pk, &full, msg, &sig).unwrap();
+        let sig = run_chunked(Sign, sk, &full, msg, 7, None).unwrap();
+        verify(pk, &pre, digest.as_ref(), &sig).unwrap();
+        assert_eq!(
+            code(verify(pk, &full, b"other", &sig)),
+            ErrorCode::SignatureInvalid
+        );
+    }
+
     // PSS parameter errors.
     for bad in [
         pss(ck::CKM_RSA_PKCS_PSS, ck::CKM_SHA256, ck::CKG_MGF1_SHA1, 32),
-        pss(ck::CKM_RSA_PKCS_PSS, ck::CKM_SHA_1, ck::CKG_MGF1_SHA1, 20),
+        pss(ck::CKM_RSA_PKCS_PSS, ck::CKM_SHA_1, ck::CKG_MGF1_SHA256, 20),
         pss(
             ck::CKM_SHA256_RSA_PKCS_PSS,
             ck::CKM_SHA384,

@@ -1,0 +1,234 @@
+//! The few aws-lc operations that aws-lc-rs's safe API does not expose, behind safe functions.
+//!
+//! aws-lc-rs signs RSA only with SHA-256/384/512 (its signature-encoding constructor is
+//! crate-private), yet PKCS#11 applications sign SHA-1 and SHA-224 hashes and hand
+//! `CKM_RSA_PKCS` arbitrary `DigestInfo`s (`pkcs11-tool --test`, TLS stacks, Java's
+//! NONEwithRSA). aws-lc itself does all of it, constant-time and blinded, with the same keys:
+//! this crate calls it through `aws-lc-sys`, which aws-lc-rs already links.
+//!
+//! This is the second FFI layer of the workspace (after the PKCS#11 shim): every `unsafe`
+//! block says why it is sound, and nothing unsafe leaves this file. Keys come in as DER
+//! (PKCS#8 private, PKCS#1 `RSAPublicKey` public) and are parsed per call: these are legacy
+//! paths, not the hot path.
+#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use aws_lc_sys as ffi;
+use std::fmt;
+
+/// An aws-lc call failed (bad key encoding, input too long, bad signature). Deliberately
+/// without detail: a failed verification or signing says only that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed;
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("aws-lc operation failed")
+    }
+}
+
+impl std::error::Error for Failed {}
+
+/// The legacy hashes this crate signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    /// SHA-1.
+    Sha1,
+    /// SHA-224.
+    Sha224,
+}
+
+impl Hash {
+    fn md(self) -> *const ffi::EVP_MD {
+        // SAFETY: EVP_sha1/EVP_sha224 take no argument and return pointers to static,
+        // immutable method tables that live for the whole process.
+        unsafe {
+            match self {
+                Hash::Sha1 => ffi::EVP_sha1(),
+                Hash::Sha224 => ffi::EVP_sha224(),
+            }
+        }
+    }
+}
+
+/// An owned `RSA*`, freed on drop.
+struct Rsa(*mut ffi::RSA);
+
+impl Drop for Rsa {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from aws-lc (non-NULL, checked at construction), we hold
+        // the only reference, and it is freed exactly once here.
+        unsafe { ffi::RSA_free(self.0) }
+    }
+}
+
+impl Rsa {
+    /// Parses a PKCS#8 RSA private key.
+    fn private_from_pkcs8(der: &[u8]) -> Result<Rsa, Failed> {
+        let mut cbs = ffi::CBS {
+            data: std::ptr::null(),
+            len: 0,
+        };
+        // SAFETY: `cbs` is a valid CBS to initialize; `der` is a live slice of `der.len()`
+        // bytes that outlives every use of `cbs` (this function).
+        unsafe { ffi::CBS_init(&mut cbs, der.as_ptr(), der.len()) };
+        // SAFETY: `cbs` points into `der` as initialized above; aws-lc only reads it.
+        let pkey = unsafe { ffi::EVP_parse_private_key(&mut cbs) };
+        if pkey.is_null() {
+            return Err(Failed);
+        }
+        // SAFETY: `pkey` is a valid EVP_PKEY (non-NULL above); get1 returns a new reference
+        // (or NULL for a non-RSA key), independent of `pkey`, which we free right after.
+        let rsa = unsafe { ffi::EVP_PKEY_get1_RSA(pkey) };
+        // SAFETY: `pkey` is ours and no longer used.
+        unsafe { ffi::EVP_PKEY_free(pkey) };
+        if rsa.is_null() {
+            Err(Failed)
+        } else {
+            Ok(Rsa(rsa))
+        }
+    }
+
+    /// Parses a DER `RSAPublicKey`.
+    fn public_from_der(der: &[u8]) -> Result<Rsa, Failed> {
+        // SAFETY: `der` is a live slice of `der.len()` bytes; aws-lc copies what it keeps.
+        let rsa = unsafe { ffi::RSA_public_key_from_bytes(der.as_ptr(), der.len()) };
+        if rsa.is_null() {
+            Err(Failed)
+        } else {
+            Ok(Rsa(rsa))
+        }
+    }
+
+    fn size(&self) -> usize {
+        // SAFETY: `self.0` is a valid RSA for the life of `self`.
+        unsafe { ffi::RSA_size(self.0) as usize }
+    }
+}
+
+/// `RSASSA-PKCS1-v1_5` signature over `input` as given (what `CKM_RSA_PKCS` signs: normally
+/// a DER `DigestInfo`), at most the modulus length less 11 bytes.
+///
+/// # Errors
+/// [`Failed`] for a bad key or an input that does not fit.
+pub fn rsa_pkcs1_sign_raw(pkcs8: &[u8], input: &[u8]) -> Result<Vec<u8>, Failed> {
+    let rsa = Rsa::private_from_pkcs8(pkcs8)?;
+    let mut out = vec![0u8; rsa.size()];
+    let mut out_len = 0usize;
+    // SAFETY: `rsa` is a valid private key; `out` has `out.len()` writable bytes and aws-lc
+    // writes at most `max_out` of them; `input` is a live slice of `input.len()` bytes.
+    let ok = unsafe {
+        ffi::RSA_sign_raw(
+            rsa.0,
+            &mut out_len,
+            out.as_mut_ptr(),
+            out.len(),
+            input.as_ptr(),
+            input.len(),
+            ffi::RSA_PKCS1_PADDING,
+        )
+    };
+    if ok != 1 {
+        return Err(Failed);
+    }
+    out.truncate(out_len);
+    Ok(out)
+}
+
+/// Opens a `RSASSA-PKCS1-v1_5` signature with the public key and returns what was signed
+/// (normally a `DigestInfo`), for the caller to compare.
+///
+/// # Errors
+/// [`Failed`] for a bad key or a signature that does not open.
+pub fn rsa_pkcs1_recover(public_der: &[u8], signature: &[u8]) -> Result<Vec<u8>, Failed> {
+    let rsa = Rsa::public_from_der(public_der)?;
+    let mut out = vec![0u8; rsa.size()];
+    let mut out_len = 0usize;
+    // SAFETY: `rsa` is a valid public key; `out` has `out.len()` writable bytes and aws-lc
+    // writes at most `max_out`; `signature` is a live slice.
+    let ok = unsafe {
+        ffi::RSA_verify_raw(
+            rsa.0,
+            &mut out_len,
+            out.as_mut_ptr(),
+            out.len(),
+            signature.as_ptr(),
+            signature.len(),
+            ffi::RSA_PKCS1_PADDING,
+        )
+    };
+    if ok != 1 {
+        return Err(Failed);
+    }
+    out.truncate(out_len);
+    Ok(out)
+}
+
+/// `RSASSA-PSS` signature over a digest made with `hash`, MGF1 with the same hash.
+///
+/// # Errors
+/// [`Failed`] for a bad key, digest length or salt length.
+pub fn rsa_pss_sign(
+    pkcs8: &[u8],
+    hash: Hash,
+    digest: &[u8],
+    salt_len: usize,
+) -> Result<Vec<u8>, Failed> {
+    let salt = i32::try_from(salt_len).map_err(|_| Failed)?;
+    let rsa = Rsa::private_from_pkcs8(pkcs8)?;
+    let mut out = vec![0u8; rsa.size()];
+    let mut out_len = 0usize;
+    // SAFETY: `rsa` is a valid private key; `out` has `out.len()` writable bytes (at most
+    // `max_out` written); `digest` is a live slice; the EVP_MDs are static tables.
+    let ok = unsafe {
+        ffi::RSA_sign_pss_mgf1(
+            rsa.0,
+            &mut out_len,
+            out.as_mut_ptr(),
+            out.len(),
+            digest.as_ptr(),
+            digest.len(),
+            hash.md(),
+            hash.md(),
+            salt,
+        )
+    };
+    if ok != 1 {
+        return Err(Failed);
+    }
+    out.truncate(out_len);
+    Ok(out)
+}
+
+/// Verifies an `RSASSA-PSS` signature over a digest made with `hash`, MGF1 with the same hash.
+///
+/// # Errors
+/// [`Failed`] if it does not verify.
+pub fn rsa_pss_verify(
+    public_der: &[u8],
+    hash: Hash,
+    digest: &[u8],
+    signature: &[u8],
+    salt_len: usize,
+) -> Result<(), Failed> {
+    let salt = i32::try_from(salt_len).map_err(|_| Failed)?;
+    let rsa = Rsa::public_from_der(public_der)?;
+    // SAFETY: `rsa` is a valid public key; `digest` and `signature` are live slices of the
+    // given lengths; the EVP_MDs are static tables.
+    let ok = unsafe {
+        ffi::RSA_verify_pss_mgf1(
+            rsa.0,
+            digest.as_ptr(),
+            digest.len(),
+            hash.md(),
+            hash.md(),
+            salt,
+            signature.as_ptr(),
+            signature.len(),
+        )
+    };
+    if ok == 1 { Ok(()) } else { Err(Failed) }
+}
+
+#[cfg(test)]
+mod tests;

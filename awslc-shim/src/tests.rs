@@ -1,0 +1,90 @@
+use super::*;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::{self, KeyPair as _, UnparsedPublicKey};
+use std::sync::OnceLock;
+
+fn key() -> &'static (Vec<u8>, Vec<u8>, KeyPair) {
+    static KEY: OnceLock<(Vec<u8>, Vec<u8>, KeyPair)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let pkcs8 = pair.as_der().unwrap().as_ref().to_vec();
+        let public = pair.public_key().as_ref().to_vec();
+        (pkcs8, public, pair)
+    })
+}
+
+const SHA256_PREFIX: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+const SHA1_PREFIX: [u8; 15] = [
+    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
+];
+
+#[test]
+fn raw_pkcs1_equals_aws_lc_rs_and_opens_again() {
+    let (pkcs8, public, pair) = key();
+    let msg = b"legacy paths, same keys";
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, msg);
+    let mut info = SHA256_PREFIX.to_vec();
+    info.extend_from_slice(digest.as_ref());
+    let ours = rsa_pkcs1_sign_raw(pkcs8, &info).unwrap();
+    // PKCS#1 v1.5 is deterministic: aws-lc-rs's own SHA-256 signature must be the same bytes.
+    let mut theirs = vec![0u8; pair.public_modulus_len()];
+    pair.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        msg,
+        &mut theirs,
+    )
+    .unwrap();
+    assert_eq!(ours, theirs);
+    assert_eq!(rsa_pkcs1_recover(public, &ours).unwrap(), info);
+    let mut bad = ours.clone();
+    bad[10] ^= 1;
+    assert_eq!(rsa_pkcs1_recover(public, &bad), Err(Failed));
+}
+
+#[test]
+fn raw_pkcs1_sha1_digest_info_verifies_with_aws_lc_rs() {
+    let (pkcs8, public, _) = key();
+    let msg = b"pkcs11-tool --test signs this kind of input";
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, msg);
+    let mut info = SHA1_PREFIX.to_vec();
+    info.extend_from_slice(digest.as_ref());
+    let sig = rsa_pkcs1_sign_raw(pkcs8, &info).unwrap();
+    UnparsedPublicKey::new(
+        &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        public,
+    )
+    .verify(msg, &sig)
+    .unwrap();
+}
+
+#[test]
+fn pss_sha1_and_sha224_round_trip_and_reject_tampering() {
+    let (pkcs8, public, _) = key();
+    for (hash, alg) in [
+        (Hash::Sha1, &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY),
+        (Hash::Sha224, &aws_lc_rs::digest::SHA224),
+    ] {
+        let digest = aws_lc_rs::digest::digest(alg, b"pss");
+        let sig = rsa_pss_sign(pkcs8, hash, digest.as_ref(), alg.output_len).unwrap();
+        rsa_pss_verify(public, hash, digest.as_ref(), &sig, alg.output_len).unwrap();
+        let mut bad = sig.clone();
+        bad[0] ^= 1;
+        assert_eq!(
+            rsa_pss_verify(public, hash, digest.as_ref(), &bad, alg.output_len),
+            Err(Failed)
+        );
+    }
+}
+
+#[test]
+fn garbage_keys_and_oversized_input_fail_cleanly() {
+    assert_eq!(rsa_pkcs1_sign_raw(b"not a key", b"x"), Err(Failed));
+    assert_eq!(rsa_pkcs1_recover(b"", b"x"), Err(Failed));
+    let (pkcs8, _, _) = key();
+    assert_eq!(rsa_pkcs1_sign_raw(pkcs8, &[0u8; 250]), Err(Failed));
+}
