@@ -230,5 +230,129 @@ pub fn rsa_pss_verify(
     if ok == 1 { Ok(()) } else { Err(Failed) }
 }
 
+/// An expanded AES key schedule, wiped on drop (it is key material).
+struct AesKey(ffi::AES_KEY);
+
+impl AesKey {
+    fn new(key: &[u8], decrypt: bool) -> Result<AesKey, Failed> {
+        if !matches!(key.len(), 16 | 24 | 32) {
+            return Err(Failed);
+        }
+        let mut schedule = AesKey(ffi::AES_KEY {
+            rd_key: [0; 60],
+            rounds: 0,
+        });
+        let bits = (key.len() * 8) as std::os::raw::c_uint;
+        // SAFETY: `key` holds `bits / 8` readable bytes (checked above); `schedule.0` is a
+        // valid, writable AES_KEY that aws-lc fills in.
+        let rc = unsafe {
+            if decrypt {
+                ffi::AES_set_decrypt_key(key.as_ptr(), bits, &mut schedule.0)
+            } else {
+                ffi::AES_set_encrypt_key(key.as_ptr(), bits, &mut schedule.0)
+            }
+        };
+        if rc == 0 { Ok(schedule) } else { Err(Failed) }
+    }
+}
+
+impl Drop for AesKey {
+    fn drop(&mut self) {
+        for word in self.0.rd_key.iter_mut() {
+            // SAFETY: `word` is a valid, aligned u32 of this struct; the volatile write keeps
+            // the compiler from eliding the wipe of key material about to be freed.
+            unsafe { std::ptr::write_volatile(word, 0) };
+        }
+    }
+}
+
+/// AES key wrap (RFC 3394, `padded = false`) or key wrap with padding (RFC 5649) under a
+/// key-encryption key of any AES size, 192 bits included (aws-lc-rs takes 128 and 256 only).
+///
+/// # Errors
+/// [`Failed`] for a bad key-encryption key or an input the scheme cannot wrap.
+pub fn aes_key_wrap(kek: &[u8], padded: bool, input: &[u8]) -> Result<Vec<u8>, Failed> {
+    let key = AesKey::new(kek, false)?;
+    let mut out = vec![0u8; input.len() + 16];
+    let len = if padded {
+        let mut out_len = 0usize;
+        // SAFETY: `key.0` is an initialized schedule; `out` has `out.len()` writable bytes
+        // (the padded output is at most input + 15); `input` is a live slice.
+        let ok = unsafe {
+            ffi::AES_wrap_key_padded(
+                &key.0,
+                out.as_mut_ptr(),
+                &mut out_len,
+                out.len(),
+                input.as_ptr(),
+                input.len(),
+            )
+        };
+        if ok != 1 {
+            return Err(Failed);
+        }
+        out_len
+    } else {
+        // SAFETY: as above; RFC 3394 output is input + 8 bytes; a NULL IV selects the default.
+        let n = unsafe {
+            ffi::AES_wrap_key(
+                &key.0,
+                std::ptr::null(),
+                out.as_mut_ptr(),
+                input.as_ptr(),
+                input.len(),
+            )
+        };
+        usize::try_from(n).map_err(|_| Failed)?
+    };
+    out.truncate(len);
+    Ok(out)
+}
+
+/// The inverse of [`aes_key_wrap`]. Failure is opaque (bad integrity check, padding or length).
+///
+/// # Errors
+/// [`Failed`] if the input does not unwrap.
+pub fn aes_key_unwrap(kek: &[u8], padded: bool, input: &[u8]) -> Result<Vec<u8>, Failed> {
+    let key = AesKey::new(kek, true)?;
+    let mut out = vec![0u8; input.len()];
+    let len = if padded {
+        let mut out_len = 0usize;
+        // SAFETY: `key.0` is an initialized decryption schedule; `out` has `out.len()`
+        // writable bytes (the output is shorter than the input); `input` is a live slice.
+        let ok = unsafe {
+            ffi::AES_unwrap_key_padded(
+                &key.0,
+                out.as_mut_ptr(),
+                &mut out_len,
+                out.len(),
+                input.as_ptr(),
+                input.len(),
+            )
+        };
+        if ok != 1 {
+            return Err(Failed);
+        }
+        out_len
+    } else {
+        if input.len() < 24 {
+            return Err(Failed);
+        }
+        // SAFETY: as above; the output is input - 8 bytes; NULL selects the default IV.
+        let n = unsafe {
+            ffi::AES_unwrap_key(
+                &key.0,
+                std::ptr::null(),
+                out.as_mut_ptr(),
+                input.as_ptr(),
+                input.len(),
+            )
+        };
+        usize::try_from(n).map_err(|_| Failed)?
+    };
+    out.truncate(len);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -88,3 +88,41 @@ fn garbage_keys_and_oversized_input_fail_cleanly() {
     let (pkcs8, _, _) = key();
     assert_eq!(rsa_pkcs1_sign_raw(pkcs8, &[0u8; 250]), Err(Failed));
 }
+
+fn h(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn aes_192_key_wrap_matches_rfc_5649_and_rfc_3394() {
+    // RFC 5649, section 6: 192-bit KEK, 20- and 7-byte keys.
+    let kek = h("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8");
+    for (key, wrapped) in [
+        (
+            "c37b7e6492584340bed12207808941155068f738",
+            "138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a",
+        ),
+        ("466f7250617369", "afbeb0f07dfbf5419200f2ccb50bb24f"),
+    ] {
+        assert_eq!(aes_key_wrap(&kek, true, &h(key)).unwrap(), h(wrapped));
+        assert_eq!(aes_key_unwrap(&kek, true, &h(wrapped)).unwrap(), h(key));
+    }
+    // RFC 3394, 4.2: 192-bit KEK, 128-bit key.
+    let kek = h("000102030405060708090A0B0C0D0E0F1011121314151617");
+    let wrapped = h("96778B25AE6CA435F92B5B97C050AED2468AB8A17AD84E5D");
+    assert_eq!(
+        aes_key_wrap(&kek, false, &h("00112233445566778899AABBCCDDEEFF")).unwrap(),
+        wrapped
+    );
+    assert_eq!(
+        aes_key_unwrap(&kek, false, &wrapped).unwrap(),
+        h("00112233445566778899AABBCCDDEEFF")
+    );
+    let mut bad = wrapped.clone();
+    bad[5] ^= 1;
+    assert_eq!(aes_key_unwrap(&kek, false, &bad), Err(Failed));
+    assert_eq!(aes_key_wrap(&[0; 20], false, &[0; 16]), Err(Failed));
+}

@@ -7,8 +7,7 @@
 //! is 255), generic secrets and HMAC (`CKM_GENERIC_SECRET_KEY_GEN` says bits; the HMAC
 //! mechanisms use the same keys), bytes for AES. [`key_size_supported`] converts.
 //!
-//! Flags say exactly what each mechanism does here. Notably: the AES key wraps take 128- and
-//! 256-bit keys (not 192), and `CKF_HW` is not claimed.
+//! Flags say exactly what each mechanism does here; `CKF_HW` is not claimed.
 
 use cryptoki_sys as ck;
 

@@ -110,13 +110,6 @@ fn aes_key_wrap_rfc3394_and_rfc5649_vectors() {
                 ),
             ];
             for (name, mech, kek_value, key_type, key_value, wrapped) in cases {
-                if kek_value.len() == 48 {
-                    eprintln!(
-                        "!!!!! KNOWN GAP (issue 3): {name} needs an AES-192 key-encryption key; \
-                         see aes_192_kek_known_gap"
-                    );
-                    continue;
-                }
                 checks.run(name, || {
                     let kek = kek(&s, &h(kek_value), &[]);
                     let key = target(&s, *key_type, &h(key_value), &[]);
@@ -693,30 +686,6 @@ fn ecdh1_derive_every_curve_null_and_sha256_kdf() {
             checks.finish();
         },
     );
-}
-
-/// aws-lc-rs's key-wrap API takes AES-128 and AES-256 key-encryption keys only; RFC 5649's own
-/// vectors use AES-192. Needs aws-lc's C API (see the issue note).
-#[test]
-#[ignore = "issue 3 gap: AES-192 key-encryption keys need aws-lc's C API (run with --ignored)"]
-fn aes_192_kek_known_gap() {
-    isolated("aes_192_kek_known_gap", |_cluster, token| {
-        let s = token.user_session();
-        let kek = kek(
-            &s,
-            &h("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8"),
-            &[],
-        );
-        let key = target(&s, KeyType::GENERIC_SECRET, &h("466f7250617369"), &[]);
-        let got = s
-            .wrap_key(&Mechanism::AesKeyWrapPad, kek, key)
-            .expect("C_WrapKey");
-        assert_eq!(
-            got,
-            h("afbeb0f07dfbf5419200f2ccb50bb24f"),
-            "RFC 5649 wrapped bytes"
-        );
-    });
 }
 
 /// aws-lc-rs's agreement API has no secp256k1; ECDSA on it works. Needs aws-lc's C API.

@@ -615,7 +615,7 @@ struct KeyWrapMech {
 }
 
 impl KeyWrapMech {
-    fn kek(self, mech: &Mechanism, key: &KeyRef) -> Result<AesKek, Error> {
+    fn kek(self, mech: &Mechanism, key: &KeyRef) -> Result<Kek, Error> {
         match &mech.params {
             MechanismParams::None => {}
             MechanismParams::Bytes(iv)
@@ -632,18 +632,22 @@ impl KeyWrapMech {
         let cipher = match bytes.len() {
             16 => &key_wrap::AES_128,
             32 => &key_wrap::AES_256,
+            // aws-lc-rs's key wrap takes no AES-192 key: aws-lc's C API does (hsm-awslc).
+            24 => return Ok(Kek::Aes192(Zeroizing::new(bytes.to_vec()))),
             _ => {
                 return Err(Error::new(
                     ErrorCode::KeySizeRange,
-                    "AES key wrap needs a 128- or 256-bit key (AES-192 key wrap is not available)",
+                    "AES key wrap needs an AES key",
                 ));
             }
         };
-        AesKek::new(cipher, bytes).map_err(|_| failed("AES key wrap setup"))
+        AesKek::new(cipher, bytes)
+            .map(Kek::Lc)
+            .map_err(|_| failed("AES key wrap setup"))
     }
 
     /// Checks the length first so that a refusal names the input, not the crypto.
-    fn seal(self, kek: AesKek, input: &[u8], code: ErrorCode) -> Result<Vec<u8>, Error> {
+    fn seal(self, kek: Kek, input: &[u8], code: ErrorCode) -> Result<Vec<u8>, Error> {
         let fits = if self.padded {
             !input.is_empty() && input.len() <= MAX_BUFFERED
         } else {
@@ -659,6 +663,13 @@ impl KeyWrapMech {
                 },
             ));
         }
+        let kek = match kek {
+            Kek::Lc(kek) => kek,
+            Kek::Aes192(bytes) => {
+                return hsm_awslc::aes_key_wrap(&bytes, self.padded, input)
+                    .map_err(|_| failed("AES key wrap"));
+            }
+        };
         let mut out = vec![0u8; input.len() + 16];
         let len = if self.padded {
             kek.wrap_with_padding(input, &mut out)
@@ -672,7 +683,7 @@ impl KeyWrapMech {
     }
 
     /// `None` if the input does not unwrap (any reason: length, integrity check, padding).
-    fn open(self, kek: AesKek, input: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    fn open(self, kek: Kek, input: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         let valid_len = if self.padded {
             input.len() >= 16 && input.len().is_multiple_of(8)
         } else {
@@ -681,6 +692,14 @@ impl KeyWrapMech {
         if !valid_len {
             return None;
         }
+        let kek = match kek {
+            Kek::Lc(kek) => kek,
+            Kek::Aes192(bytes) => {
+                return hsm_awslc::aes_key_unwrap(&bytes, self.padded, input)
+                    .ok()
+                    .map(Zeroizing::new);
+            }
+        };
         let mut out = Zeroizing::new(vec![0u8; input.len()]);
         let len = if self.padded {
             kek.unwrap_with_padding(input, &mut out)
@@ -694,9 +713,15 @@ impl KeyWrapMech {
     }
 }
 
+/// A key-encryption key: aws-lc-rs's for AES-128/256, the raw key for AES-192 (aws-lc's C API).
+enum Kek {
+    Lc(AesKek),
+    Aes192(Zeroizing<Vec<u8>>),
+}
+
 struct KeyWrapOp {
     mech: KeyWrapMech,
-    kek: Option<AesKek>,
+    kek: Option<Kek>,
     encrypt: bool,
     input: Collected,
 }
