@@ -354,5 +354,90 @@ pub fn aes_key_unwrap(kek: &[u8], padded: bool, input: &[u8]) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// An owned `EC_KEY*`, freed on drop (it holds a private scalar, which aws-lc wipes).
+struct EcKey(*mut ffi::EC_KEY);
+
+impl Drop for EcKey {
+    fn drop(&mut self) {
+        // SAFETY: non-NULL (checked at construction), owned here, freed exactly once.
+        unsafe { ffi::EC_KEY_free(self.0) }
+    }
+}
+
+/// An owned `EC_POINT*`, freed on drop.
+struct EcPoint(*mut ffi::EC_POINT);
+
+impl Drop for EcPoint {
+    fn drop(&mut self) {
+        // SAFETY: non-NULL (checked at construction), owned here, freed exactly once.
+        unsafe { ffi::EC_POINT_free(self.0) }
+    }
+}
+
+/// An owned `BIGNUM*` holding a secret, cleared and freed on drop.
+struct SecretBn(*mut ffi::BIGNUM);
+
+impl Drop for SecretBn {
+    fn drop(&mut self) {
+        // SAFETY: non-NULL (checked at construction), owned here, freed exactly once.
+        unsafe { ffi::BN_clear_free(self.0) }
+    }
+}
+
+/// ECDH on secp256k1 (aws-lc-rs's agreement API has the P curves only): the x-coordinate of
+/// `scalar · peer`, 32 bytes. The peer point (SEC 1, compressed or not) must be on the curve.
+///
+/// # Errors
+/// [`Failed`] for a bad scalar or a point not on the curve.
+pub fn ecdh_secp256k1(scalar: &[u8], peer_point: &[u8]) -> Result<Vec<u8>, Failed> {
+    // SAFETY: a plain constructor; NULL is handled below.
+    let key = unsafe { ffi::EC_KEY_new_by_curve_name(ffi::NID_secp256k1) };
+    if key.is_null() {
+        return Err(Failed);
+    }
+    let key = EcKey(key);
+    // SAFETY: `scalar` is a live slice of `scalar.len()` bytes; a NULL `ret` asks for a new BIGNUM.
+    let bn = unsafe { ffi::BN_bin2bn(scalar.as_ptr(), scalar.len(), std::ptr::null_mut()) };
+    if bn.is_null() {
+        return Err(Failed);
+    }
+    let bn = SecretBn(bn);
+    // SAFETY: `key.0` and `bn.0` are valid; aws-lc copies the scalar (and checks its range).
+    if unsafe { ffi::EC_KEY_set_private_key(key.0, bn.0) } != 1 {
+        return Err(Failed);
+    }
+    // SAFETY: `key.0` is a valid EC_KEY with a group; the group lives as long as the key.
+    let group = unsafe { ffi::EC_KEY_get0_group(key.0) };
+    // SAFETY: `group` is valid (above); NULL is handled below.
+    let point = unsafe { ffi::EC_POINT_new(group) };
+    if point.is_null() {
+        return Err(Failed);
+    }
+    let point = EcPoint(point);
+    // SAFETY: `group` and `point.0` are valid; `peer_point` is a live slice; a NULL BN_CTX is
+    // allowed. aws-lc refuses an encoding that is not a point on the curve.
+    let ok = unsafe {
+        ffi::EC_POINT_oct2point(
+            group,
+            point.0,
+            peer_point.as_ptr(),
+            peer_point.len(),
+            std::ptr::null_mut(),
+        )
+    };
+    if ok != 1 {
+        return Err(Failed);
+    }
+    let mut out = vec![0u8; 32];
+    // SAFETY: `out` has 32 writable bytes; `point.0` and `key.0` are valid and of the same
+    // group; no KDF (NULL) writes the raw x-coordinate.
+    let n =
+        unsafe { ffi::ECDH_compute_key(out.as_mut_ptr().cast(), out.len(), point.0, key.0, None) };
+    if n != 32 {
+        return Err(Failed);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -575,13 +575,6 @@ fn ecdh1_derive_every_curve_null_and_sha256_kdf() {
                 ]
             };
             for curve in &CURVES {
-                if curve.name == "secp256k1" {
-                    eprintln!(
-                        "!!!!! KNOWN GAP (issue 3): CKM_ECDH1_DERIVE on secp256k1; \
-                         see ecdh_secp256k1_known_gap"
-                    );
-                    continue;
-                }
                 let lib = curve_crate(curve);
                 checks.run(&format!("CKM_ECDH1_DERIVE {}", curve.name), || {
                     let (public, private) = s
@@ -686,36 +679,4 @@ fn ecdh1_derive_every_curve_null_and_sha256_kdf() {
             checks.finish();
         },
     );
-}
-
-/// aws-lc-rs's agreement API has no secp256k1; ECDSA on it works. Needs aws-lc's C API.
-#[test]
-#[ignore = "issue 3 gap: ECDH on secp256k1 needs aws-lc's C API (run with --ignored)"]
-fn ecdh_secp256k1_known_gap() {
-    isolated("ecdh_secp256k1_known_gap", |_cluster, token| {
-        let s = token.user_session();
-        let curve = CURVES
-            .iter()
-            .find(|c| c.name == "secp256k1")
-            .expect("secp256k1 in CURVES");
-        let (_public, private) = s
-            .generate_key_pair(
-                &Mechanism::EccKeyPairGen,
-                &[Attribute::EcParams(curve.params.to_vec())],
-                &[Attribute::Derive(true)],
-            )
-            .expect("secp256k1 key pair");
-        let (_, their_point) = (curve_crate(curve).random)();
-        let params = cryptoki::mechanism::elliptic_curve::Ecdh1DeriveParams::new(
-            cryptoki::mechanism::elliptic_curve::EcKdf::null(),
-            &their_point,
-        );
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::ValueLen(32u64.into()),
-        ];
-        s.derive_key(&Mechanism::Ecdh1Derive(params), private, &template)
-            .expect("CKM_ECDH1_DERIVE on secp256k1");
-    });
 }

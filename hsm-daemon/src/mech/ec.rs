@@ -9,8 +9,8 @@
 //! secp256k1. For P-521 (a 521-bit order) a hash up to 64 bytes is the same integer padded to
 //! 64 bytes; a longer one (no standard hash is) is `DataLenRange`.
 //!
-//! ECDH on secp256k1 is refused (`CurveNotSupported`): aws-lc-rs's agreement module has no
-//! secp256k1, and this layer uses no other implementation for private-key work.
+//! ECDH on secp256k1 goes through `hsm_awslc` (aws-lc's C API, the same library):
+//! aws-lc-rs's agreement module has the P curves only.
 
 use super::{
     KeyRef, Mech, Operation, Registry, SignInput, Started, expect_no_signature, expect_signature,
@@ -239,29 +239,35 @@ impl Mech for Ecdh {
         let SecretKey::Ec { curve, pair } = base else {
             return Err(key_type_inconsistent(mech, "an EC private key"));
         };
-        let (Some(alg), Some(private)) = (curve.agreement(), pair.ecdh.as_ref()) else {
-            return Err(Error::new(
-                ErrorCode::CurveNotSupported,
-                format!("ECDH on {} is not supported", curve.name()),
-            ));
-        };
         let point = peer_point(*curve, public_data).ok_or_else(|| {
             param_invalid(format!(
                 "ECDH: the public data must be a {} point (SEC 1, raw or in an OCTET STRING)",
                 curve.name()
             ))
         })?;
+        let finish = |z: &[u8]| match kdf_hash {
+            None => Zeroizing::new(z.to_vec()),
+            Some(h) => x963_kdf(h, z, shared_data, KDF_OUTPUT_LEN),
+        };
+        if *curve == Curve::Secp256k1 {
+            let scalar = base.value().ok_or_else(|| failed("EC key access"))?;
+            let z = hsm_awslc::ecdh_secp256k1(&scalar, point)
+                .map(Zeroizing::new)
+                .map_err(|_| param_invalid("ECDH: the public data is not a valid point"))?;
+            return Ok(finish(&z));
+        }
+        let (Some(alg), Some(private)) = (curve.agreement(), pair.ecdh.as_ref()) else {
+            return Err(Error::new(
+                ErrorCode::CurveNotSupported,
+                format!("ECDH on {} is not supported", curve.name()),
+            ));
+        };
         let peer = agreement::UnparsedPublicKey::new(alg, point);
         agreement::agree(
             private,
             peer,
             param_invalid("ECDH: the public data is not a valid point"),
-            |z| {
-                Ok(match kdf_hash {
-                    None => Zeroizing::new(z.to_vec()),
-                    Some(h) => x963_kdf(h, z, shared_data, KDF_OUTPUT_LEN),
-                })
-            },
+            |z| Ok(finish(z)),
         )
     }
 }
