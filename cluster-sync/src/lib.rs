@@ -1,105 +1,116 @@
-//! Replication of state-machine commands.
+//! Quorum-committed replication of token commands: openraft 0.9.25 (`storage-v2`) with the
+//! log in the node's sealed store, the state machine in the daemon, and node-to-node RPC over
+//! TLS 1.3 with node certificates.
 //!
-//! Today a node applies its own commands ([`SingleNode`]); the cluster issue puts openraft
-//! (=0.9.25) behind the same [`Replicator`] trait, so the daemon's code that proposes commands
-//! does not change. The rule both keep: a command is acknowledged to the client only after it
-//! is durable where the replication mode requires (this node's disk; later, a quorum's), and
-//! every node applies the same commands in the same order.
+//! This crate never sees plaintext key material: a [`Proposal`] carries the daemon's command
+//! as opaque bytes, and the daemon puts only CDK-wrapped key blobs in it. The daemon supplies
+//! the storage ([`LogBackend`], [`StateMachine`]); this crate adapts them to openraft, moves
+//! RPCs between nodes ([`net`]), forwards writes to the leader and bounds how long a write may
+//! wait for a quorum ([`Cluster`]).
 #![forbid(unsafe_code)]
 
-/// The position of a command in the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LogIndex(pub u64);
-
-/// Applies committed commands. `apply` must be deterministic (same commands in the same
-/// order give the same state on every node) and durable when it returns.
-pub trait StateMachine: Send + Sync {
-    /// A mutation of the state (object put or destroyed, user added, …). It carries key
-    /// material only wrapped under the cluster domain key.
-    type Command: Send;
-    /// Why a command could not be applied.
-    type Error: Send;
-
-    /// Applies one committed command.
-    ///
-    /// # Errors
-    /// When the command cannot be made durable; the state is then unchanged.
-    fn apply(&self, index: LogIndex, command: Self::Command) -> Result<(), Self::Error>;
-}
-
-/// Orders commands and gets them committed.
-pub trait Replicator<C>: Send + Sync {
-    /// Why a proposal failed.
-    type Error;
-
-    /// Proposes a command; returns once it is committed and applied locally.
-    ///
-    /// # Errors
-    /// When the command was not committed; then it is not applied anywhere.
-    fn propose(&self, command: C) -> Result<LogIndex, Self::Error>;
-}
-
-/// The one-node replicator: commits by applying to the local state machine, in order.
-#[derive(Debug)]
-pub struct SingleNode<S> {
-    machine: S,
-    next: std::sync::Mutex<u64>,
-}
-
-impl<S> SingleNode<S> {
-    /// Wraps a state machine.
-    pub fn new(machine: S) -> Self {
-        SingleNode {
-            machine,
-            next: std::sync::Mutex::new(1),
-        }
-    }
-
-    /// The state machine.
-    pub fn machine(&self) -> &S {
-        &self.machine
-    }
-}
-
-impl<S: StateMachine> Replicator<S::Command> for SingleNode<S> {
-    type Error = S::Error;
-
-    fn propose(&self, command: S::Command) -> Result<LogIndex, S::Error> {
-        // The lock orders commands; a poisoned lock only means another proposal panicked
-        // mid-apply, and the counter itself is still consistent.
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let index = LogIndex(*next);
-        self.machine.apply(index, command)?;
-        *next += 1;
-        Ok(index)
-    }
-}
+pub mod cluster;
+pub mod machine;
+pub mod net;
+pub mod store;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
+mod tests;
 
-    struct Recorder(Mutex<Vec<(u64, &'static str)>>);
+pub use cluster::{BatchWritten, Cluster, ClusterError, ClusterSettings, Written};
+pub use machine::{SnapshotStore, StateMachine};
+pub use openraft;
+pub use store::{LogBackend, LogStore, MetaKey};
 
-    impl StateMachine for Recorder {
-        type Command = &'static str;
-        type Error = String;
-        fn apply(&self, index: LogIndex, command: &'static str) -> Result<(), String> {
-            if command == "bad" {
-                return Err("refused".into());
-            }
-            self.0.lock().unwrap().push((index.0, command));
-            Ok(())
-        }
-    }
+use serde::{Deserialize, Serialize};
+use std::fmt;
 
-    #[test]
-    fn single_node_applies_in_order_and_skips_failed_indices() {
-        let r = SingleNode::new(Recorder(Mutex::new(Vec::new())));
-        assert_eq!(r.propose("a"), Ok(LogIndex(1)));
-        assert!(r.propose("bad").is_err());
-        assert_eq!(r.propose("b"), Ok(LogIndex(2)));
-        assert_eq!(*r.machine().0.lock().unwrap(), vec![(1, "a"), (2, "b")]);
+/// A node's id in the cluster: random, never reused (a removed node cannot come back under it).
+pub type NodeId = u64;
+
+/// Where a node is reached: stored in the replicated membership, so every node knows every
+/// other node's addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's name (a DNS name in its certificate, checked when we connect to it).
+    pub name: String,
+    /// `host:port` of its cluster port (node-to-node RPC).
+    pub cluster_addr: String,
+    /// `host:port` of its client port (the module and hsmctl).
+    pub client_addr: String,
+}
+
+/// Makes a retried proposal apply once: the state machine remembers the keys it applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestKey(pub u128);
+
+impl fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }
+
+/// One command for the log: the daemon's encoded command (wrapped key blobs only) and the key
+/// that deduplicates it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Deduplication key.
+    pub key: RequestKey,
+    /// The daemon's command, encoded.
+    pub command: Vec<u8>,
+}
+
+impl fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The command holds only wrapped material, but it is not ours to print.
+        write!(f, "Proposal({}, {} bytes)", self.key, self.command.len())
+    }
+}
+
+/// One log entry: the proposals that reached the leader together (group commit: openraft
+/// 0.9 writes each entry with its own fsync, so concurrent calls share an entry). Each
+/// proposal is still one self-contained command of one client call, applied in order, each
+/// on its own (a refusal of one does not touch the others).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Proposal>);
+
+/// The state machine's answers to one log entry: one per proposal, in order (none for blank
+/// and membership entries); opaque to this crate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied(pub Vec<Vec<u8>>);
+
+openraft::declare_raft_types!(
+    /// The cluster's openraft types.
+    pub TypeConfig:
+        D = Batch,
+        R = Applied,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        SnapshotData = tokio::fs::File,
+);
+
+/// A log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A log position.
+pub type LogId = openraft::LogId<NodeId>;
+/// The membership as the state machine stores it.
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
+/// The running openraft instance.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// Metrics of the running instance.
+pub type Metrics = openraft::RaftMetrics<NodeId, NodeInfo>;
+
+/// A storage fault reported by the daemon's store. Fatal to the node's consensus, as openraft
+/// treats every storage error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault(pub String);
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage fault: {}", self.0)
+    }
+}
+
+impl std::error::Error for Fault {}

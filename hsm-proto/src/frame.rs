@@ -204,10 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip() {
-        let msg = Envelope {
-            id: RequestId(7),
-            body: Request::GenerateRandom { length: 32 },
-        };
+        let msg = Envelope::new(RequestId(7), Request::GenerateRandom { length: 32 });
         let bytes = encode(&msg).unwrap();
         let mut reader = &bytes[..];
         let back: Envelope<Request> = read_message(&mut reader).await.unwrap();

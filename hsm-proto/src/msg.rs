@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Major protocol version. A peer with another major version is refused at the handshake.
-pub const PROTOCOL_MAJOR: u16 = 1;
+pub const PROTOCOL_MAJOR: u16 = 2;
 /// Minor protocol version: additions that an older peer can ignore.
 pub const PROTOCOL_MINOR: u16 = 0;
 
@@ -164,6 +164,9 @@ pub enum SealState {
     Sealed,
     /// Serving.
     Unsealed,
+    /// Unsealed, but not yet part of a cluster: waiting for an admin to admit it
+    /// (`hsmctl node add`); serves nothing else.
+    AwaitingJoin,
 }
 
 /// A node's status, answered sealed or not.
@@ -181,6 +184,69 @@ pub struct NodeStatus {
     pub objects: u64,
     /// Daemon version.
     pub version: String,
+    /// The cluster's id (hex), made at `hsmctl init`; `None` while sealed or before joining.
+    pub cluster_id: Option<String>,
+    /// This node's consensus, once unsealed and part of a cluster.
+    pub raft: Option<RaftStatus>,
+}
+
+/// A node's view of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftStatus {
+    /// This node's id.
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Index of the last entry in this node's log.
+    pub last_log: Option<u64>,
+    /// Index of the last entry applied here.
+    pub applied: Option<u64>,
+    /// Last index covered by this node's snapshot.
+    pub snapshot: Option<u64>,
+    /// Last index purged from this node's log.
+    pub purged: Option<u64>,
+    /// Milliseconds since a quorum last acknowledged this leader (leaders only).
+    pub millis_since_quorum_ack: Option<u64>,
+    /// The members, as this node knows them.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub node_id: u64,
+    /// Node name.
+    pub name: String,
+    /// Client port address.
+    pub client_addr: String,
+    /// Cluster port address.
+    pub cluster_addr: String,
+    /// A voter (else a learner, still catching up).
+    pub voter: bool,
+    /// Last index known replicated to it (reported by the leader only).
+    pub matched: Option<u64>,
+}
+
+/// What a joining node receives: the cluster domain key, wrapped to the joining node's fresh
+/// P-256 key (ECDH with an ephemeral key of the admitting node, HKDF-SHA-256, AES-256-GCM),
+/// with the cluster's identity bound into the encryption.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinPackage {
+    /// The cluster's id (hex).
+    pub cluster_id: String,
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// The joining node's id.
+    pub node_id: u64,
+    /// The admitting node's ephemeral public key (uncompressed SEC 1 point).
+    pub ephemeral_public: Vec<u8>,
+    /// The wrapped key: nonce || ciphertext || tag.
+    pub wrapped_cdk: Vec<u8>,
 }
 
 /// Which of a session's operations a multi-part request continues. A session has at most one
@@ -237,6 +303,39 @@ pub enum Request {
         password: Password,
         /// Role.
         role: Role,
+    },
+    /// → [`Response::JoinKey`]: the fresh public key of a node awaiting join. Admin
+    /// certificate.
+    JoinKey,
+    /// → [`Response::Admitted`]: a member wraps the cluster domain key to a joining node's
+    /// key. Admin certificate and admin login.
+    AdmitNode {
+        /// The joining node's id (from its certificate and configuration).
+        node_id: u64,
+        /// The joining node's public key, as [`Response::JoinKey`] gave it.
+        join_key: Vec<u8>,
+    },
+    /// → [`Response::Joined`]: a node awaiting join receives the package from `AdmitNode`,
+    /// stores the cluster domain key sealed under its own key, and starts its consensus as a
+    /// learner. Admin certificate.
+    CompleteJoin(JoinPackage),
+    /// → [`Response::MembershipChanged`]: the cluster adds a joined node (learner, catch-up,
+    /// voter). Admin certificate and admin login.
+    AddNode {
+        /// Its id.
+        node_id: u64,
+        /// Its name (the DNS name in its certificate).
+        name: String,
+        /// Its cluster port, `host:port`.
+        cluster_addr: String,
+        /// Its client port, `host:port`.
+        client_addr: String,
+    },
+    /// → [`Response::MembershipChanged`]: the cluster removes a node for good (its id can
+    /// never rejoin). Admin certificate and admin login.
+    RemoveNode {
+        /// Its id.
+        node_id: u64,
     },
     /// → [`Response::SessionClosed`]: drops the session's objects on the node.
     CloseSession {
@@ -482,6 +581,11 @@ impl Request {
             Request::Logout => "Logout",
             Request::CreateUser { .. } => "CreateUser",
             Request::CloseSession { .. } => "CloseSession",
+            Request::JoinKey => "JoinKey",
+            Request::AdmitNode { .. } => "AdmitNode",
+            Request::CompleteJoin(_) => "CompleteJoin",
+            Request::AddNode { .. } => "AddNode",
+            Request::RemoveNode { .. } => "RemoveNode",
             Request::GenerateKey { .. } => "GenerateKey",
             Request::GenerateKeyPair { .. } => "GenerateKeyPair",
             Request::CreateObject { .. } => "CreateObject",
@@ -529,6 +633,22 @@ pub enum Response {
     UserCreated,
     /// Answer to `CloseSession`.
     SessionClosed,
+    /// Answer to `JoinKey`.
+    JoinKey {
+        /// The node's id.
+        node_id: u64,
+        /// Its fresh P-256 public key (uncompressed SEC 1 point).
+        public_key: Vec<u8>,
+    },
+    /// Answer to `AdmitNode`.
+    Admitted(JoinPackage),
+    /// Answer to `CompleteJoin`.
+    Joined,
+    /// Answer to `AddNode` / `RemoveNode`: the log index of the new membership.
+    MembershipChanged {
+        /// Log index.
+        index: u64,
+    },
     /// Answer to `GenerateKey`.
     KeyGenerated {
         /// The new key.
@@ -590,6 +710,25 @@ pub enum Response {
 pub struct Envelope<T> {
     /// Matches a response to its request.
     pub id: RequestId,
+    /// Read-your-writes. In a request: the highest log index the client has seen; the node
+    /// waits (bounded) until it has applied it before serving. In a response: the log index
+    /// the answer reflects (for a mutation, the index it was committed at).
+    pub index: u64,
+    /// In a request that changes token state: a key chosen by the client, the same on every
+    /// retry of one PKCS#11 call, so that a retried mutation applies once. 0: none.
+    pub key: u128,
     /// The message.
     pub body: T,
+}
+
+impl<T> Envelope<T> {
+    /// An envelope with no index and no key.
+    pub fn new(id: RequestId, body: T) -> Envelope<T> {
+        Envelope {
+            id,
+            index: 0,
+            key: 0,
+            body,
+        }
+    }
 }
