@@ -2,15 +2,16 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
+use cluster_sync::net::{ClusterSlot, Network};
 use hsm_daemon::config::NodeConfig;
 use hsm_daemon::error::Error;
-use hsm_daemon::node::{Node, SealMeta};
+use hsm_daemon::node::{self, JOIN_MARKER_KEY, Node, SealMeta, StateSlot};
 use hsm_daemon::seal::{ClusterDomainKey, KEY_LEN, UnsealMethod};
 use hsm_daemon::store::Store;
 use hsm_daemon::store::redb_store::RedbStore;
 use hsm_daemon::store::sealed::{SEAL_META_KEY, SealedStore};
 use hsm_daemon::store::{Batch, Table};
-use hsm_daemon::token::TokenState;
+use hsm_daemon::token::{ClusterIdentity, NSK_CHECK_KEY, TokenState};
 use hsm_daemon::{harden, server, users};
 use hsm_proto::msg::{Role, UnsealSecret};
 use hsm_proto::{Password, SecretBytes};
@@ -44,6 +45,11 @@ enum Cmd {
         /// a passphrase.
         #[arg(long)]
         dev_key_file: Option<PathBuf>,
+        /// Make the store of a node that will join an existing cluster (`hsmctl node add`):
+        /// no cluster domain key and no admin of its own; both come from the cluster. Reads
+        /// only the unseal passphrase.
+        #[arg(long)]
+        join: bool,
     },
     /// Serve. The node starts sealed.
     Run {
@@ -69,7 +75,14 @@ fn main() -> ExitCode {
             cluster_name,
             admin_user,
             dev_key_file,
-        } => init(&config, &cluster_name, &admin_user, dev_key_file.as_deref()),
+            join,
+        } => init(
+            &config,
+            &cluster_name,
+            &admin_user,
+            dev_key_file.as_deref(),
+            join,
+        ),
         Cmd::Run { config } => run(&config),
     };
     match result {
@@ -124,6 +137,7 @@ fn init(
     cluster: &str,
     admin: &str,
     dev_key_file: Option<&Path>,
+    join: bool,
 ) -> Result<(), String> {
     let config = NodeConfig::load(config_path)?;
     let store = open_store(&config)?;
@@ -162,33 +176,64 @@ fn init(
         }
     };
     let method = method.map_err(|e| e.to_string())?;
-    let admin_password = read_secret_line(&mut lines, "admin password")?;
-    let admin_record = users::new_record(Role::Admin, &admin_password).map_err(|e| e.message)?;
-    let nsk = method.derive(&secret).map_err(|e| e.to_string())?;
+    let nsk_method = method.clone();
     let meta = SealMeta {
         version: 1,
         node: config.node_name.clone(),
-        cluster: cluster.to_owned(),
+        cluster: if join {
+            "(joining)".to_owned()
+        } else {
+            cluster.to_owned()
+        },
         method,
     };
-    let sealed = SealedStore::new(store.clone(), nsk);
-    let cdk = ClusterDomainKey::generate().map_err(|e| e.to_string())?;
-    // The sealed records first, the clear seal record last: a crash in between leaves a store
-    // that still reads as uninitialized and can be initialized again.
-    TokenState::initialize(&sealed, &cdk, (admin, admin_record))
-        .map_err(|e: Error| e.to_string())?;
     let mut batch = Batch::default();
+    if join {
+        let nsk = nsk_method.derive(&secret).map_err(|e| e.to_string())?;
+        let sealed = SealedStore::new(store.clone(), nsk);
+        // Proves the unseal secret at unseal, before the cluster domain key exists here.
+        let mut check = hsm_daemon::store::sealed::SealedBatch::default();
+        check.put(
+            Table::Meta,
+            NSK_CHECK_KEY.to_vec(),
+            zeroize::Zeroizing::new(b"nsk".to_vec()),
+        );
+        sealed.commit(check).map_err(|e| e.to_string())?;
+        batch.put(Table::Meta, JOIN_MARKER_KEY.to_vec(), b"1".to_vec());
+    } else {
+        let admin_password = read_secret_line(&mut lines, "admin password")?;
+        let admin_record =
+            users::new_record(Role::Admin, &admin_password).map_err(|e| e.message)?;
+        let nsk = nsk_method.derive(&secret).map_err(|e| e.to_string())?;
+        let sealed = SealedStore::new(store.clone(), nsk);
+        let cdk = ClusterDomainKey::generate().map_err(|e| e.to_string())?;
+        let identity = ClusterIdentity::generate(cluster).map_err(|e| e.to_string())?;
+        // The sealed records first, the clear seal record last: a crash in between leaves a
+        // store that still reads as uninitialized and can be initialized again.
+        TokenState::initialize(&sealed, &cdk, &identity, (admin, admin_record))
+            .map_err(|e: Error| e.to_string())?;
+    }
     batch.put(
         Table::Meta,
         SEAL_META_KEY.to_vec(),
         postcard::to_allocvec(&meta).map_err(|e| format!("encoding failed: {e}"))?,
     );
     store.commit(batch).map_err(|e| e.to_string())?;
-    eprintln!(
-        "hsm-daemon: initialized node {} of cluster {cluster} in {} (admin user: {admin})",
-        config.node_name,
-        config.data_dir.display()
-    );
+    if join {
+        eprintln!(
+            "hsm-daemon: initialized joining node {} (id {}) in {}; start it, unseal it, and admit it with `hsmctl node add`",
+            config.node_name,
+            config.node_id,
+            config.data_dir.display()
+        );
+    } else {
+        eprintln!(
+            "hsm-daemon: initialized node {} (id {}) of cluster {cluster} in {} (admin user: {admin})",
+            config.node_name,
+            config.node_id,
+            config.data_dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -199,7 +244,6 @@ fn run(config_path: &Path) -> Result<(), String> {
     }
     let config = NodeConfig::load(config_path)?;
     let store = open_store(&config)?;
-    let node = Arc::new(Node::new(config.node_name.clone(), store).map_err(|e| e.message)?);
     let tls = hsm_proto::tls::server_config(&config.ca_cert, &config.node_cert, &config.node_key)
         .map_err(|e| e.to_string())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
@@ -208,14 +252,62 @@ fn run(config_path: &Path) -> Result<(), String> {
         .thread_name("hsm-io")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let slot: ClusterSlot = Arc::default();
+    let state_slot: StateSlot = Arc::default();
+    let authorize = node::authorize(state_slot.clone());
+    let network = match &config.cluster_listen {
+        Some(_) => {
+            let client = hsm_proto::tls::cluster_client_config(
+                &config.ca_cert,
+                &config.node_cert,
+                &config.node_key,
+            )
+            .map_err(|e| e.to_string())?;
+            Some(Network::new(Arc::new(client), authorize.clone()))
+        }
+        None => None,
+    };
+    let node = Arc::new(
+        Node::new(
+            config.clone(),
+            store,
+            runtime.handle().clone(),
+            network,
+            slot.clone(),
+            state_slot,
+        )
+        .map_err(|e| e.message)?,
+    );
+    let stop_node = node.clone();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        if let Some(cluster_listen) = &config.cluster_listen {
+            let cluster_tls = hsm_proto::tls::cluster_server_config(
+                &config.ca_cert,
+                &config.node_cert,
+                &config.node_key,
+            )
+            .map_err(|e| e.to_string())?;
+            let cluster_listener = tokio::net::TcpListener::bind(cluster_listen)
+                .await
+                .map_err(|e| format!("cannot listen on {cluster_listen}: {e}"))?;
+            let cluster_addr = cluster_listener.local_addr().map_err(|e| e.to_string())?;
+            tokio::spawn(cluster_sync::net::serve(
+                cluster_listener,
+                tokio_rustls::TlsAcceptor::from(Arc::new(cluster_tls)),
+                slot,
+                authorize,
+                config.node_name.clone(),
+            ));
+            eprintln!("hsm-daemon: cluster port on {cluster_addr}");
+        }
         tracing::info!(
-            "node {} is SEALED; unseal it with `hsmctl unseal`",
-            node.name()
+            "node {} (id {}) is SEALED; unseal it with `hsmctl unseal`",
+            node.name(),
+            node.id()
         );
         eprintln!("hsm-daemon: listening on {addr}");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -226,6 +318,12 @@ fn run(config_path: &Path) -> Result<(), String> {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
         }
     })?;
+    if let Some(token) = stop_node.token() {
+        let cluster = token.cluster().clone();
+        let _ = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(2), cluster.shutdown()).await
+        });
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(())
 }

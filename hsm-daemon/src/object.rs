@@ -6,12 +6,13 @@
 
 use crate::error::Error;
 use crate::keys::{PublicKey, SecretKey};
-use crate::seal::ClusterDomainKey;
+use crate::seal::{ClusterDomainKey, WrapFormat};
 use cryptoki_sys as ck;
 use hsm_proto::{AttrOutcome, Attribute, ErrorCode, ObjectId, ObjectInfo, SecretBytes};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use zeroize::Zeroizing;
 
 const DATA: u8 = 1 << 0;
 const CERT: u8 = 1 << 1;
@@ -504,9 +505,214 @@ pub struct StoredObject {
     pub attrs: Vec<Attribute>,
     /// The crypto user who owns it.
     pub owner: String,
-    /// Key material wrapped under the CDK with the object id as context, if a private or
-    /// secret key.
+    /// Key material wrapped under the CDK (format v2, bound to the object's [`KeyPolicy`]),
+    /// if a private or secret key.
     pub wrapped: Option<Vec<u8>>,
+}
+
+/// The boolean attributes a [`KeyPolicy`] binds, sorted by `CKA_*` value (a test keeps it
+/// sorted). Part of wrap format v2: changing this list changes every policy encoding, so it
+/// needs a new format version and a migration, never an edit in place.
+pub const POLICY_FLAGS: [ck::CK_ATTRIBUTE_TYPE; 22] = [
+    ck::CKA_TOKEN,
+    ck::CKA_PRIVATE,
+    ck::CKA_TRUSTED,
+    ck::CKA_SENSITIVE,
+    ck::CKA_ENCRYPT,
+    ck::CKA_DECRYPT,
+    ck::CKA_WRAP,
+    ck::CKA_UNWRAP,
+    ck::CKA_SIGN,
+    ck::CKA_SIGN_RECOVER,
+    ck::CKA_VERIFY,
+    ck::CKA_VERIFY_RECOVER,
+    ck::CKA_DERIVE,
+    ck::CKA_EXTRACTABLE,
+    ck::CKA_LOCAL,
+    ck::CKA_NEVER_EXTRACTABLE,
+    ck::CKA_ALWAYS_SENSITIVE,
+    ck::CKA_MODIFIABLE,
+    ck::CKA_COPYABLE,
+    ck::CKA_DESTROYABLE,
+    ck::CKA_ALWAYS_AUTHENTICATE,
+    ck::CKA_WRAP_WITH_TRUSTED,
+];
+
+/// What a key object's CDK wrap is bound to: its identity (id, owner) and every attribute
+/// that restricts how the key may be used or whether it may leave the cluster. Editing any of
+/// them in a stored record, log entry, snapshot or backup makes the key refuse to load.
+/// `CKA_LABEL`, `CKA_ID` and the like are not part of it: changing them loosens nothing.
+///
+/// An absent attribute is encoded apart from FALSE or empty, so dropping one is a change too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// The object.
+    pub id: ObjectId,
+    /// The crypto user who owns it.
+    pub owner: String,
+    /// `CKA_CLASS`.
+    pub class: Option<u64>,
+    /// `CKA_KEY_TYPE`.
+    pub key_type: Option<u64>,
+    /// The attributes of [`POLICY_FLAGS`], in its order.
+    pub flags: [Option<bool>; POLICY_FLAGS.len()],
+    /// `CKA_ALLOWED_MECHANISMS`.
+    pub allowed_mechanisms: Option<Vec<u64>>,
+    /// `CKA_START_DATE`.
+    pub start_date: Option<Vec<u8>>,
+    /// `CKA_END_DATE`.
+    pub end_date: Option<Vec<u8>>,
+}
+
+impl KeyPolicy {
+    /// The policy of object `id` with these attributes and owner.
+    pub fn of(id: ObjectId, attrs: &BTreeMap<u64, Attribute>, owner: &str) -> KeyPolicy {
+        let get = |code: ck::CK_ATTRIBUTE_TYPE| attrs.get(&(code as u64));
+        let mut flags = [None; POLICY_FLAGS.len()];
+        for (flag, code) in flags.iter_mut().zip(POLICY_FLAGS) {
+            // Booleans only: the map is keyed by each attribute's own type code.
+            *flag = get(code).map(|a| a.to_raw().as_slice() == [1]);
+        }
+        KeyPolicy {
+            id,
+            owner: owner.to_owned(),
+            class: match get(ck::CKA_CLASS) {
+                Some(Attribute::Class(c)) => Some(*c),
+                _ => None,
+            },
+            key_type: match get(ck::CKA_KEY_TYPE) {
+                Some(Attribute::KeyType(k)) => Some(*k),
+                _ => None,
+            },
+            flags,
+            allowed_mechanisms: match get(ck::CKA_ALLOWED_MECHANISMS) {
+                Some(Attribute::AllowedMechanisms(m)) => Some(m.clone()),
+                _ => None,
+            },
+            start_date: match get(ck::CKA_START_DATE) {
+                Some(Attribute::StartDate(d)) => Some(d.clone()),
+                _ => None,
+            },
+            end_date: match get(ck::CKA_END_DATE) {
+                Some(Attribute::EndDate(d)) => Some(d.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// The canonical encoding, the associated data of a v2 wrap: fixed order, fixed-width
+    /// big-endian integers, length-prefixed strings and lists, and for every optional field a
+    /// presence byte (0 absent, 1 present; a flag is 0 absent, 1 FALSE, 2 TRUE).
+    pub fn encode(&self) -> Vec<u8> {
+        fn ulong(out: &mut Vec<u8>, v: Option<u64>) {
+            match v {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+        }
+        fn bytes(out: &mut Vec<u8>, v: &[u8]) {
+            out.extend_from_slice(&(v.len() as u64).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+        fn opt_bytes(out: &mut Vec<u8>, v: Option<&[u8]>) {
+            match v {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    bytes(out, v);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(128 + self.owner.len());
+        out.extend_from_slice(&self.id.0.to_be_bytes());
+        bytes(&mut out, self.owner.as_bytes());
+        ulong(&mut out, self.class);
+        ulong(&mut out, self.key_type);
+        out.extend(self.flags.iter().map(|f| match f {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        }));
+        match &self.allowed_mechanisms {
+            None => out.push(0),
+            Some(list) => {
+                out.push(1);
+                out.extend_from_slice(&(list.len() as u64).to_be_bytes());
+                for m in list {
+                    out.extend_from_slice(&m.to_be_bytes());
+                }
+            }
+        }
+        opt_bytes(&mut out, self.start_date.as_deref());
+        opt_bytes(&mut out, self.end_date.as_deref());
+        out
+    }
+
+    fn wrap(&self, cdk: &ClusterDomainKey, material: &[u8]) -> Result<Vec<u8>, Error> {
+        cdk.wrap(&self.encode(), material)
+    }
+
+    fn unwrap(&self, cdk: &ClusterDomainKey, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if WrapFormat::of(wrapped) == Some(WrapFormat::V1) {
+            return Err(Error::device(format!(
+                "key {} is wrapped in format v1, which loads only through migration",
+                self.id
+            )));
+        }
+        cdk.unwrap(&self.encode(), wrapped).map_err(|_| {
+            Error::device(format!(
+                "key {} does not unwrap under the cluster domain key (tampered or foreign)",
+                self.id
+            ))
+        })
+    }
+}
+
+/// Rewraps a record written before wrap format v2 (material bound to the object id only) so
+/// that it is bound to the policy of the attributes and owner it is stored with. Call it on
+/// every stored object at unseal, before [`Object::from_stored`], and persist each record it
+/// returns. This trusts the stored attributes once: v1 gave no way to check them.
+///
+/// Returns `Some(record)` for a v1 record, `None` for one with nothing to migrate (already v2,
+/// or no wrapped material; keep using the record as read, so pass a clone).
+///
+/// # Errors
+/// `DeviceError` if a v1 blob does not open under this CDK for this id, or the blob's format
+/// is unknown.
+pub fn migrate_stored(
+    id: ObjectId,
+    stored: StoredObject,
+    cdk: &ClusterDomainKey,
+) -> Result<Option<StoredObject>, Error> {
+    let Some(wrapped) = &stored.wrapped else {
+        return Ok(None);
+    };
+    match WrapFormat::of(wrapped) {
+        Some(WrapFormat::V2 { .. }) => Ok(None),
+        Some(WrapFormat::V1) => {
+            let material = cdk.open_v1(&id.0.to_be_bytes(), wrapped).map_err(|_| {
+                Error::device(format!(
+                    "key {id} does not unwrap under the cluster domain key (tampered or foreign)"
+                ))
+            })?;
+            let attrs: BTreeMap<u64, Attribute> = stored
+                .attrs
+                .iter()
+                .map(|a| (a.type_code(), a.clone()))
+                .collect();
+            let wrapped = KeyPolicy::of(id, &attrs, &stored.owner).wrap(cdk, &material)?;
+            Ok(Some(StoredObject {
+                wrapped: Some(wrapped),
+                ..stored
+            }))
+        }
+        None => Err(Error::device(format!(
+            "key {id} is wrapped in an unknown format"
+        ))),
+    }
 }
 
 /// What an object holds besides attributes.
@@ -536,10 +742,82 @@ pub struct Object {
 }
 
 impl Object {
-    /// Rebuilds an object from its stored form: unwraps and parses the key once.
+    /// A new object, its key `material` (if any) wrapped under the CDK with the policy of
+    /// exactly these attributes, id and owner: pass the final attributes.
     ///
     /// # Errors
-    /// `DeviceError` if the wrapped material does not open under the CDK for this id.
+    /// If wrapping fails.
+    pub fn new(
+        id: ObjectId,
+        owner: &str,
+        attrs: BTreeMap<u64, Attribute>,
+        body: Body,
+        material: Option<&[u8]>,
+        cdk: &ClusterDomainKey,
+    ) -> Result<Object, Error> {
+        let wrapped = match material {
+            Some(m) => Some(KeyPolicy::of(id, &attrs, owner).wrap(cdk, m)?),
+            None => None,
+        };
+        Ok(Object {
+            id,
+            attrs,
+            owner: owner.to_owned(),
+            body,
+            wrapped,
+        })
+    }
+
+    /// The policy this object's wrapped material is bound to.
+    pub fn policy(&self) -> KeyPolicy {
+        KeyPolicy::of(self.id, &self.attrs, &self.owner)
+    }
+
+    /// This object changed (`C_SetAttributeValue`: same id and owner, new attributes) or
+    /// copied (`C_CopyObject`: a new id and owner too). The key material is rewrapped when the
+    /// policy changes, so the stored object always loads with the attributes it is stored with;
+    /// when it does not (a new label), the blob is kept as it is.
+    ///
+    /// # Errors
+    /// `DeviceError` if the current blob does not unwrap (it always does for an object that
+    /// was loaded or made here), or rewrapping fails.
+    pub fn with_attributes(
+        &self,
+        id: ObjectId,
+        owner: String,
+        attrs: BTreeMap<u64, Attribute>,
+        cdk: &ClusterDomainKey,
+    ) -> Result<Object, Error> {
+        let new_policy = KeyPolicy::of(id, &attrs, &owner);
+        let wrapped = match &self.wrapped {
+            None => None,
+            Some(w) => {
+                let old_policy = self.policy();
+                if old_policy == new_policy {
+                    Some(w.clone())
+                } else {
+                    let material = old_policy.unwrap(cdk, w)?;
+                    Some(new_policy.wrap(cdk, &material)?)
+                }
+            }
+        };
+        Ok(Object {
+            id,
+            attrs,
+            owner,
+            body: self.body.clone(),
+            wrapped,
+        })
+    }
+
+    /// Rebuilds an object from its stored form: unwraps (with the policy of the stored
+    /// attributes and owner) and parses the key once. Refuses v1 blobs: those go through
+    /// [`migrate_stored`] first.
+    ///
+    /// # Errors
+    /// `DeviceError` if the wrapped material does not open under the CDK for this id and
+    /// policy (a bound attribute was changed, or the blob belongs to another object), or is
+    /// in format v1.
     pub fn from_stored(
         id: ObjectId,
         stored: StoredObject,
@@ -552,11 +830,7 @@ impl Object {
             .collect();
         let body = match &stored.wrapped {
             Some(w) => {
-                let material = cdk.unwrap(&id.0.to_be_bytes(), w).map_err(|_| {
-                    Error::device(format!(
-                        "key {id} does not unwrap under the cluster domain key"
-                    ))
-                })?;
+                let material = KeyPolicy::of(id, &attrs, &stored.owner).unwrap(cdk, w)?;
                 Body::Secret(Arc::new(crate::keys::parse_material(&material)?))
             }
             None => public_body(&attrs)?,
@@ -721,6 +995,9 @@ fn public_body(attrs: &BTreeMap<u64, Attribute>) -> Result<Body, Error> {
         _ => Ok(Body::None),
     }
 }
+
+#[cfg(test)]
+mod policy_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,20 @@
 //! Sealing: the node sealing key (NSK) derived from the unseal secret, the cluster domain key
-//! (CDK) that wraps every key object, and the one AEAD format both use.
+//! (CDK) that wraps every key object, and the AEAD formats they use (AES-256-GCM throughout).
 //!
-//! Format of a sealed blob: `version (1) || nonce (12) || ciphertext || tag (16)`, AES-256-GCM,
-//! with associated data that names what the blob is (the record's table and key, or the key
-//! object's id), so a blob moved to another place fails to open.
+//! A record sealed under the NSK: `version (1) || nonce (12) || ciphertext || tag (16)`, with
+//! associated data that names the record (its table and key), so a record moved to another
+//! place fails to open.
+//!
+//! Key material wrapped under the CDK, format v2:
+//! `version (2) || CDK generation (u32 BE) || nonce (12) || ciphertext || tag (16)`, with
+//! associated data `"hsm/cdk-wrap/v2" || 0 || generation (u32 BE) || policy`, where `policy`
+//! is the canonical encoding of the object's [`KeyPolicy`](crate::object::KeyPolicy): its id,
+//! owner and every attribute that restricts its use. A blob moved to another object, or kept
+//! while a bound attribute is edited in a log entry, snapshot or backup, fails to open.
+//!
+//! Format v1 (`version (1) || nonce || ciphertext || tag`, associated data the object id only)
+//! bound no attribute. It opens only through [`ClusterDomainKey::open_v1`], for the one-time
+//! migration of a store written before v2 ([`crate::object::migrate_stored`]).
 
 use crate::error::Error;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -14,10 +25,20 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 const FORMAT_V1: u8 = 1;
+const WRAP_V2: u8 = 2;
 const TAG_LEN: usize = 16;
+/// `version || generation` of a v2 wrap.
+const WRAP_V2_HEADER_LEN: usize = 1 + 4;
+
+const RECORD_DOMAIN: &[u8] = b"hsm/record/v1";
+const WRAP_V1_DOMAIN: &[u8] = b"hsm/cdk-wrap/v1";
+const WRAP_V2_DOMAIN: &[u8] = b"hsm/cdk-wrap/v2";
 
 /// Length of every symmetric key here.
 pub const KEY_LEN: usize = 32;
+
+/// The generation of the cluster's first CDK, the only one until rotation exists.
+pub const GENERATION_1: u32 = 1;
 
 /// Fills a buffer from the system CSPRNG.
 ///
@@ -27,60 +48,67 @@ pub fn random_bytes(out: &mut [u8]) -> Result<(), Error> {
     aws_lc_rs::rand::fill(out).map_err(|_| Error::device("the random generator failed"))
 }
 
-/// An AES-256-GCM key with a domain label mixed into every associated data.
-struct AeadKey {
-    key: LessSafeKey,
-    domain: &'static [u8],
+/// `domain || 0 || parts…`: the domain label keeps each use of a key apart from the others.
+fn associated_data(domain: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut aad = Vec::with_capacity(domain.len() + 1 + len);
+    aad.extend_from_slice(domain);
+    aad.push(0);
+    for p in parts {
+        aad.extend_from_slice(p);
+    }
+    aad
 }
 
+/// An AES-256-GCM key and the framing `header || nonce || ciphertext || tag`.
+struct AeadKey(LessSafeKey);
+
 impl AeadKey {
-    fn new(bytes: &[u8; KEY_LEN], domain: &'static [u8]) -> Result<AeadKey, Error> {
+    fn new(bytes: &[u8; KEY_LEN]) -> Result<AeadKey, Error> {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| Error::device("cannot load an AES-256 key"))?;
-        Ok(AeadKey {
-            key: LessSafeKey::new(unbound),
-            domain,
-        })
+        Ok(AeadKey(LessSafeKey::new(unbound)))
     }
 
-    fn aad(&self, context: &[u8]) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(self.domain.len() + 1 + context.len());
-        aad.extend_from_slice(self.domain);
-        aad.push(0);
-        aad.extend_from_slice(context);
-        aad
-    }
-
-    fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+    fn seal(&self, header: &[u8], aad: Vec<u8>, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + TAG_LEN);
-        out.push(FORMAT_V1);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let mut body = out.split_off(1 + NONCE_LEN);
-        self.key
+        // Zeroized if sealing fails while it still holds the plaintext; the capacity is
+        // reserved so appending the tag does not leave a copy behind in a reallocation.
+        let mut body = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LEN));
+        body.extend_from_slice(plaintext);
+        self.0
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(self.aad(context)),
-                &mut body,
+                Aad::from(aad),
+                &mut *body,
             )
             .map_err(|_| Error::device("sealing failed"))?;
+        let mut out = Vec::with_capacity(header.len() + NONCE_LEN + body.len());
+        out.extend_from_slice(header);
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(&body);
         Ok(out)
     }
 
-    /// Opens a blob. Failure is opaque: wrong key, wrong place and tampering look the same.
-    fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed[0] != FORMAT_V1 {
+    /// Opens a blob that starts with `header`. Failure is opaque: wrong key, wrong place,
+    /// wrong format and tampering look the same.
+    fn open(
+        &self,
+        header: &[u8],
+        aad: Vec<u8>,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        let h = header.len();
+        if sealed.len() < h + NONCE_LEN + TAG_LEN || &sealed[..h] != header {
             return Err(OpenError);
         }
         let nonce =
-            Nonce::try_assume_unique_for_key(&sealed[1..1 + NONCE_LEN]).map_err(|_| OpenError)?;
-        let mut buf = Zeroizing::new(sealed[1 + NONCE_LEN..].to_vec());
+            Nonce::try_assume_unique_for_key(&sealed[h..h + NONCE_LEN]).map_err(|_| OpenError)?;
+        let mut buf = Zeroizing::new(sealed[h + NONCE_LEN..].to_vec());
         let len = self
-            .key
-            .open_in_place(nonce, Aad::from(self.aad(context)), &mut buf)
+            .0
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
             .map_err(|_| OpenError)?
             .len();
         buf.truncate(len);
@@ -113,7 +141,11 @@ impl NodeSealingKey {
     /// # Errors
     /// If the RNG or the cipher fails.
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
-        self.0.seal(context, plaintext)
+        self.0.seal(
+            &[FORMAT_V1],
+            associated_data(RECORD_DOMAIN, &[context]),
+            plaintext,
+        )
     }
 
     /// Opens a record sealed with the same context.
@@ -121,24 +153,60 @@ impl NodeSealingKey {
     /// # Errors
     /// [`OpenError`] if it does not authenticate.
     pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        self.0.open(context, sealed)
+        self.0.open(
+            &[FORMAT_V1],
+            associated_data(RECORD_DOMAIN, &[context]),
+            sealed,
+        )
+    }
+}
+
+/// The format of a CDK-wrapped blob, read from its (unauthenticated) header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WrapFormat {
+    /// Bound to the object id only; opens only for migration.
+    V1,
+    /// Bound to the object's policy, under the CDK of this generation.
+    V2 {
+        /// The CDK generation named in the header.
+        generation: u32,
+    },
+}
+
+impl WrapFormat {
+    /// The format a blob claims, or `None` for one too short or of an unknown version. Only
+    /// a hint for choosing how to open it: the header is authenticated when the blob opens.
+    pub fn of(wrapped: &[u8]) -> Option<WrapFormat> {
+        match *wrapped.first()? {
+            FORMAT_V1 if wrapped.len() >= 1 + NONCE_LEN + TAG_LEN => Some(WrapFormat::V1),
+            WRAP_V2 if wrapped.len() >= WRAP_V2_HEADER_LEN + NONCE_LEN + TAG_LEN => {
+                let generation = u32::from_be_bytes(wrapped[1..5].try_into().ok()?);
+                Some(WrapFormat::V2 { generation })
+            }
+            _ => None,
+        }
     }
 }
 
 /// The cluster domain key: every key object is stored and replicated wrapped under it.
 pub struct ClusterDomainKey {
     aead: AeadKey,
+    generation: u32,
     bytes: Zeroizing<[u8; KEY_LEN]>,
 }
 
 impl fmt::Debug for ClusterDomainKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClusterDomainKey([REDACTED])")
+        write!(
+            f,
+            "ClusterDomainKey(generation {}, [REDACTED])",
+            self.generation
+        )
     }
 }
 
 impl ClusterDomainKey {
-    /// A fresh random CDK (at cluster init).
+    /// A fresh random CDK of [`GENERATION_1`] (at cluster init).
     ///
     /// # Errors
     /// If the RNG fails.
@@ -148,15 +216,32 @@ impl ClusterDomainKey {
         Self::from_bytes(bytes)
     }
 
-    /// Loads a CDK from its bytes.
+    /// Loads the CDK of [`GENERATION_1`] from its bytes.
     ///
     /// # Errors
     /// If the cipher cannot take the key.
     pub fn from_bytes(bytes: Zeroizing<[u8; KEY_LEN]>) -> Result<ClusterDomainKey, Error> {
+        Self::with_generation(bytes, GENERATION_1)
+    }
+
+    /// Loads a CDK of a given generation from its bytes.
+    ///
+    /// # Errors
+    /// If the cipher cannot take the key.
+    pub fn with_generation(
+        bytes: Zeroizing<[u8; KEY_LEN]>,
+        generation: u32,
+    ) -> Result<ClusterDomainKey, Error> {
         Ok(ClusterDomainKey {
-            aead: AeadKey::new(&bytes, b"hsm/cdk-wrap/v1")?,
+            aead: AeadKey::new(&bytes)?,
+            generation,
             bytes,
         })
+    }
+
+    /// Which CDK this is: named in, and bound by, every blob it wraps.
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// The raw key, for sealing it under the NSK. Named so every use is visible.
@@ -164,20 +249,57 @@ impl ClusterDomainKey {
         &self.bytes
     }
 
-    /// Wraps key material for the object `context` (its id).
+    fn v2_header(&self) -> [u8; WRAP_V2_HEADER_LEN] {
+        let g = self.generation.to_be_bytes();
+        [WRAP_V2, g[0], g[1], g[2], g[3]]
+    }
+
+    fn v2_aad(&self, policy: &[u8]) -> Vec<u8> {
+        associated_data(WRAP_V2_DOMAIN, &[&self.generation.to_be_bytes(), policy])
+    }
+
+    /// Wraps key material in format v2, bound to `policy`: the canonical encoding of the
+    /// object's [`KeyPolicy`](crate::object::KeyPolicy). Callers go through
+    /// [`Object`](crate::object::Object), which computes it.
     ///
     /// # Errors
     /// If the RNG or the cipher fails.
-    pub fn wrap(&self, context: &[u8], material: &[u8]) -> Result<Vec<u8>, Error> {
-        self.aead.seal(context, material)
+    pub fn wrap(&self, policy: &[u8], material: &[u8]) -> Result<Vec<u8>, Error> {
+        self.aead
+            .seal(&self.v2_header(), self.v2_aad(policy), material)
     }
 
-    /// Unwraps key material of the object `context`.
+    /// Unwraps a v2 blob wrapped by this CDK generation under the same `policy`.
     ///
     /// # Errors
-    /// [`OpenError`] if the blob does not authenticate for that object.
-    pub fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        self.aead.open(context, wrapped)
+    /// [`OpenError`] if the blob is not v2 of this generation or does not authenticate for
+    /// that policy.
+    pub fn unwrap(&self, policy: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.aead
+            .open(&self.v2_header(), self.v2_aad(policy), wrapped)
+    }
+
+    /// Opens a v1 blob (bound to the object id `context` only). For migration to v2 only:
+    /// nothing else may accept v1, or a v1 blob could be put back to skip the policy check.
+    ///
+    /// # Errors
+    /// [`OpenError`] if the blob is not v1 or does not authenticate for that object.
+    pub fn open_v1(&self, context: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.aead.open(
+            &[FORMAT_V1],
+            associated_data(WRAP_V1_DOMAIN, &[context]),
+            wrapped,
+        )
+    }
+
+    /// Wraps in format v1, to make the old stores migration starts from.
+    #[cfg(test)]
+    pub(crate) fn wrap_v1(&self, context: &[u8], material: &[u8]) -> Result<Vec<u8>, Error> {
+        self.aead.seal(
+            &[FORMAT_V1],
+            associated_data(WRAP_V1_DOMAIN, &[context]),
+            material,
+        )
     }
 }
 
@@ -281,9 +403,12 @@ impl UnsealMethod {
                 ));
             }
         }
-        Ok(NodeSealingKey(AeadKey::new(&key, b"hsm/record/v1")?))
+        Ok(NodeSealingKey(AeadKey::new(&key)?))
     }
 }
+
+#[cfg(test)]
+mod wrap_tests;
 
 #[cfg(test)]
 mod tests {

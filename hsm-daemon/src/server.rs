@@ -1,11 +1,12 @@
-//! The client listener: TLS 1.3 with client certificates, the version handshake, then
-//! pipelined requests. A connection reads frames and hands each request to a blocking task
+//! The client listener: TLS 1.3 with client certificates (admin and application roles only),
+//! the version handshake, then pipelined requests. A connection reads frames and hands each request to a blocking task
 //! (crypto off the I/O threads); one writer task coalesces responses into few TLS writes.
 //! A malformed or oversized frame is logged and drops that connection; the node keeps serving.
 
 use crate::handler::{self, Connection};
 use crate::node::Node;
 use hsm_proto::frame::{self, FrameError};
+use hsm_proto::tls::{CertRole, peer_identity};
 use hsm_proto::{Envelope, Request, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +74,11 @@ async fn connection(
             return Ok(());
         }
     };
+    let Some(cert_role) = client_role(&tls, peer, id) else {
+        // close_notify, so the client reads a clean end rather than waiting.
+        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.shutdown()).await;
+        return Ok(());
+    };
     let hello = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         frame::server_handshake(&mut tls, node.name()),
@@ -107,7 +113,7 @@ async fn connection(
         let _ = write_half.shutdown().await;
     });
 
-    let conn = Arc::new(Connection::default());
+    let conn = Arc::new(Connection::new(cert_role));
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut buf = Vec::new();
     let result = loop {
@@ -119,34 +125,101 @@ async fn connection(
             Err(e) => break Err(e),
         };
         let (node, conn, tx) = (node.clone(), conn.clone(), tx.clone());
-        // Crypto, Argon2id and disk commits block: run them on the blocking pool.
-        tokio::task::spawn_blocking(move || {
-            let request_id = envelope.id;
-            let response = handler::handle(&node, &conn, envelope.body);
-            let bytes = match frame::encode(&Envelope {
-                id: request_id,
-                body: response,
-            }) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!("cannot encode a response: {e}");
-                    let err = Response::Error(hsm_proto::WireError::new(
-                        hsm_proto::ErrorCode::DeviceError,
-                        "response too large to send",
-                    ));
-                    match frame::encode(&Envelope {
-                        id: request_id,
-                        body: err,
-                    }) {
-                        Ok(b) => b,
-                        Err(_) => return,
-                    }
+        // Read-your-writes: a client that saw index N elsewhere is served once this node has
+        // applied N (bounded; the request runs anyway after the wait, and says what it saw).
+        if envelope.index > 0
+            && let Some(token) = node.token()
+            && token.state().applied_index() < envelope.index
+        {
+            let token = token.clone();
+            let wanted = envelope.index;
+            let wait = token.cluster().settings().write_timeout;
+            tokio::spawn(async move {
+                if !token.wait_applied(wanted, wait).await {
+                    tracing::warn!(
+                        "conn {id}: index {wanted} not applied here within {wait:?}; serving anyway"
+                    );
                 }
-            };
-            let _ = tx.blocking_send(bytes);
-        });
+                run(node, conn, tx, envelope);
+            });
+            continue;
+        }
+        run(node, conn, tx, envelope);
     };
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Handles one request on the blocking pool (crypto, Argon2id and commits block) and queues
+/// its response.
+fn run(
+    node: Arc<Node>,
+    conn: Arc<Connection>,
+    tx: mpsc::Sender<Vec<u8>>,
+    envelope: Envelope<Request>,
+) {
+    tokio::task::spawn_blocking(move || {
+        let request_id = envelope.id;
+        let call = handler::Call::new(envelope.key);
+        let response = handler::handle(&node, &conn, envelope.body, &call);
+        let index = call.index.get();
+        let bytes = match frame::encode(&Envelope {
+            id: request_id,
+            index,
+            key: 0,
+            body: response,
+        }) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot encode a response: {e}");
+                let err = Response::Error(hsm_proto::WireError::new(
+                    hsm_proto::ErrorCode::DeviceError,
+                    "response too large to send",
+                ));
+                match frame::encode(&Envelope::new(request_id, err)) {
+                    Ok(b) => b,
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tx.blocking_send(bytes);
+    });
+}
+
+/// The role in the client's certificate (verified against the cluster CA by the handshake),
+/// or `None`, logged, when the client port must not serve it: a node certificate, or one
+/// without a valid role.
+fn client_role(
+    tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer: SocketAddr,
+    id: u64,
+) -> Option<CertRole> {
+    let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        tracing::info!("conn {id} from {peer}: refused: no client certificate");
+        return None;
+    };
+    match peer_identity(cert) {
+        Ok(who) if who.role == CertRole::Node => {
+            tracing::info!(
+                "conn {id} from {peer}: refused CN={} with role {}: the client port serves \
+                 admin and application certificates only",
+                who.common_name,
+                who.role
+            );
+            None
+        }
+        Ok(who) => {
+            tracing::debug!(
+                "conn {id} from {peer}: CN={} role {}",
+                who.common_name,
+                who.role
+            );
+            Some(who.role)
+        }
+        Err(e) => {
+            tracing::info!("conn {id} from {peer}: refused: {e}");
+            None
+        }
+    }
 }

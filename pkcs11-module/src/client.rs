@@ -37,6 +37,11 @@ use zeroize::Zeroize;
 /// The least time a key-pair generation is given, whatever `request_timeout_ms` says.
 const KEYGEN_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The highest log index any response reflected (read-your-writes): every request carries
+/// it, and a node that has not applied it yet waits before serving, so a key created through
+/// one node is usable at once through another.
+static SEEN_INDEX: AtomicU64 = AtomicU64::new(0);
+
 /// What the module calls itself in the protocol handshake.
 const SOFTWARE: &str = concat!("hsm-pkcs11/", env!("CARGO_PKG_VERSION"));
 
@@ -506,6 +511,8 @@ impl Connection {
     fn enqueue(&self, id: u64, request: &Request) -> Result<()> {
         let envelope = Envelope {
             id: RequestId(id),
+            index: SEEN_INDEX.load(Ordering::Relaxed),
+            key: 0,
             body: request,
         };
         THREAD
@@ -599,7 +606,10 @@ async fn read_loop(conn: &Connection, mut reader: ReadHalf<TlsStream<TcpStream>>
         // Responses carry plaintext and signatures; do not leave them in a reused buffer.
         wipe(&mut buf);
         match decoded {
-            Ok(envelope) => conn.deliver(envelope.id.0, Ok(envelope.body)),
+            Ok(envelope) => {
+                SEEN_INDEX.fetch_max(envelope.index, Ordering::Relaxed);
+                conn.deliver(envelope.id.0, Ok(envelope.body))
+            }
             Err(e) => return format!("bad response from node: {e}"),
         }
     }

@@ -7,14 +7,17 @@ use crate::error::Error;
 use crate::keys;
 use crate::node::Node;
 use crate::object::{self, Body, Object, Origin};
-use crate::token::{self, Command, Token};
+use crate::replica::{Committed, Token};
+use crate::token::{self, Command, Outcome};
 use crate::users;
 use cryptoki_sys as ck;
 use hsm_proto::msg::{Role, UserType};
+use hsm_proto::tls::CertRole;
 use hsm_proto::{
     AttrOutcome, Attribute, ErrorCode, Mechanism, ObjectId, ObjectInfo, OperationKind, Request,
     Response, SecretBytes, SessionId, WireError, mechlist,
 };
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -27,28 +30,98 @@ struct LoggedIn {
     role: Role,
 }
 
-/// Per-connection state: login (PKCS#11 login covers every session of the application) and
-/// the session objects, which die with their session or the connection.
-#[derive(Debug, Default)]
+/// Per-connection state: the role of the client's certificate, login (PKCS#11 login covers
+/// every session of the application) and the session objects, which die with their session or
+/// the connection.
+#[derive(Debug)]
 pub struct Connection {
+    cert_role: CertRole,
     login: Mutex<Option<LoggedIn>>,
     session_objects: Mutex<HashMap<ObjectId, (SessionId, Arc<Object>)>>,
     operations: ops::Operations,
+}
+
+impl Connection {
+    /// A new connection whose client presented a certificate of `cert_role`.
+    pub fn new(cert_role: CertRole) -> Connection {
+        Connection {
+            cert_role,
+            login: Mutex::default(),
+            session_objects: Mutex::default(),
+            operations: ops::Operations::default(),
+        }
+    }
+
+    /// `UserNotLoggedIn` unless the client presented an admin certificate: admin requests
+    /// need it as well as an admin login, so an application's key and a leaked admin password
+    /// together still do not make an admin.
+    fn require_admin_cert(&self, what: &str) -> Result<(), Error> {
+        match self.cert_role {
+            CertRole::Admin => Ok(()),
+            CertRole::App => Err(Error::new(
+                ErrorCode::UserNotLoggedIn,
+                format!(
+                    "{what}: admin requests need an admin certificate (admin.toml), not an \
+                     application certificate"
+                ),
+            )),
+            CertRole::Node => Err(Error::new(
+                ErrorCode::UserNotLoggedIn,
+                format!(
+                    "{what}: admin requests need an admin certificate (admin.toml), not a \
+                     node certificate"
+                ),
+            )),
+        }
+    }
 }
 
 fn poisoned() -> Error {
     Error::device("internal lock poisoned")
 }
 
+/// One request's context from its envelope: the client's request key (the same on every retry
+/// of one PKCS#11 call; 0 for none) and, once handled, the log index the answer reflects.
+#[derive(Debug, Default)]
+pub struct Call {
+    /// The client's request key.
+    pub key: u128,
+    /// The log index the response reflects (set by a mutation to its commit index).
+    pub index: Cell<u64>,
+}
+
+impl Call {
+    /// A call with the envelope's key.
+    pub fn new(key: u128) -> Call {
+        Call {
+            key,
+            index: Cell::new(0),
+        }
+    }
+}
+
 /// Handles one request and never panics on any input (errors become `Response::Error`).
-pub fn handle(node: &Node, conn: &Connection, request: Request) -> Response {
+pub fn handle(node: &Node, conn: &Connection, request: Request, call: &Call) -> Response {
     let name = request.name();
     let result = match request {
         Request::Status => Ok(Response::Status(node.status())),
-        Request::Unseal(secret) => node.unseal(&secret).map(|()| {
-            tracing::info!("node {} unsealed", node.name());
-            Response::Unsealed
+        Request::Unseal(secret) => conn
+            .require_admin_cert("unseal")
+            .and_then(|()| node.unseal(&secret))
+            .map(|()| {
+                tracing::info!("node {} unsealed", node.name());
+                Response::Unsealed
+            }),
+        Request::JoinKey => conn.require_admin_cert("join key").and_then(|()| {
+            Ok(Response::JoinKey {
+                node_id: node.id(),
+                public_key: node.join_key()?,
+            })
         }),
+        Request::CompleteJoin(package) => conn
+            .require_admin_cert("complete join")
+            .and_then(|()| node.complete_join(&package))
+            .map(|()| Response::Joined),
         other => match node.token() {
             None => {
                 tracing::warn!(
@@ -57,7 +130,14 @@ pub fn handle(node: &Node, conn: &Connection, request: Request) -> Response {
                 );
                 return Response::Error(WireError::sealed());
             }
-            Some(token) => Session { token, conn }.handle(other),
+            Some(token) => {
+                let session = Session { token, conn, call };
+                let r = session.handle(other);
+                if call.index.get() == 0 {
+                    call.index.set(token.state().applied_index());
+                }
+                r
+            }
         },
     };
     match result {
@@ -76,6 +156,7 @@ pub fn handle(node: &Node, conn: &Connection, request: Request) -> Response {
 struct Session<'a> {
     token: &'a Arc<Token>,
     conn: &'a Connection,
+    call: &'a Call,
 }
 
 fn new_id() -> Result<ObjectId, Error> {
@@ -111,7 +192,7 @@ fn check_mechanism(mechanism: &Mechanism, flag: ck::CK_FLAGS) -> Result<(), Erro
 
 impl Session<'_> {
     fn state(&self) -> &token::TokenState {
-        self.token.machine()
+        self.token.state()
     }
 
     fn login(&self) -> Result<Option<LoggedIn>, Error> {
@@ -216,6 +297,19 @@ impl Session<'_> {
         Ok(key)
     }
 
+    /// `FunctionFailed` for the id of a node that was removed: ids are never reused.
+    fn refuse_removed(&self, node_id: u64) -> Result<(), Error> {
+        if self.state().is_removed(node_id) {
+            return Err(Error::new(
+                ErrorCode::FunctionFailed,
+                format!(
+                    "node id {node_id} was removed from this cluster and cannot rejoin; add the node under a new id"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the logged-in user may change `obj`: its owner, or an admin for a public object
     /// (to set `CKA_TRUSTED`). Returns whether that user is an admin.
     fn may_change(&self, obj: &Object) -> Result<bool, Error> {
@@ -235,16 +329,33 @@ impl Session<'_> {
         }
     }
 
+    /// Commits one command (the call's only one) and records its index for the response.
+    fn commit(&self, command: Command) -> Result<Committed, Error> {
+        let committed = self.token.commit(&command, self.call.key)?;
+        self.call.index.set(committed.index);
+        Ok(committed)
+    }
+
+    /// Creates or changes a user's password, keeping (or setting) its role.
+    fn set_password(
+        &self,
+        name: &str,
+        role: Role,
+        password: &hsm_proto::Password,
+    ) -> Result<(), Error> {
+        let user = users::new_record(role, password)?;
+        self.commit(Command::PutUser {
+            name: name.to_owned(),
+            user,
+        })
+        .map(|_| ())
+    }
+
     /// Replaces an existing object (same id) with a changed one, where it lives.
     fn replace(&self, obj: Object) -> Result<(), Error> {
         if obj.is_token() {
-            token::commit(
-                self.token,
-                Command::PutObject {
-                    id: obj.id,
-                    object: obj.to_stored(),
-                },
-            )
+            self.commit(Command::PutObjects(vec![(obj.id, obj.to_stored())]))
+                .map(|_| ())
         } else {
             let mut map = self.conn.session_objects.lock().map_err(|_| poisoned())?;
             match map.get_mut(&obj.id) {
@@ -260,26 +371,53 @@ impl Session<'_> {
         }
     }
 
-    /// Stores a new object: token objects through the replicated state machine, session
-    /// objects in this connection.
-    fn add(&self, session: SessionId, obj: Object) -> Result<ObjectInfo, Error> {
-        let info = obj.info();
-        if obj.is_token() {
-            token::commit(
-                self.token,
-                Command::PutObject {
-                    id: obj.id,
-                    object: obj.to_stored(),
-                },
-            )?;
-        } else {
-            self.conn
-                .session_objects
-                .lock()
-                .map_err(|_| poisoned())?
-                .insert(obj.id, (session, Arc::new(obj)));
+    /// Stores new objects: token objects through the replicated log, all in one command (a
+    /// key pair is one), session objects in this connection. When the call's request key was
+    /// applied before (a retry), answers with the objects that first application created.
+    fn add_all(&self, session: SessionId, objects: Vec<Object>) -> Result<Vec<ObjectInfo>, Error> {
+        let mut infos: Vec<ObjectInfo> = objects.iter().map(Object::info).collect();
+        let token_positions: Vec<usize> = objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.is_token())
+            .map(|(i, _)| i)
+            .collect();
+        if !token_positions.is_empty() {
+            let command = Command::PutObjects(
+                objects
+                    .iter()
+                    .filter(|o| o.is_token())
+                    .map(|o| (o.id, o.to_stored()))
+                    .collect(),
+            );
+            if let Outcome::Duplicate { index, objects } = self.commit(command)?.outcome {
+                tracing::info!(
+                    "request {:032x} was applied at {index}: answering with its objects",
+                    self.call.key
+                );
+                for (pos, id) in token_positions.iter().zip(objects) {
+                    let first = self.state().object(id)?.ok_or_else(|| {
+                        Error::new(
+                            ErrorCode::FunctionFailed,
+                            format!("the object {id} this request created is gone"),
+                        )
+                    })?;
+                    infos[*pos] = first.info();
+                }
+            }
         }
-        Ok(info)
+        let mut map = self.conn.session_objects.lock().map_err(|_| poisoned())?;
+        for obj in objects.into_iter().filter(|o| !o.is_token()) {
+            map.insert(obj.id, (session, Arc::new(obj)));
+        }
+        Ok(infos)
+    }
+
+    /// Stores one new object, as [`Session::add_all`].
+    fn add(&self, session: SessionId, obj: Object) -> Result<ObjectInfo, Error> {
+        self.add_all(session, vec![obj])?
+            .pop()
+            .ok_or_else(|| Error::device("no object stored"))
     }
 
     fn new_key_object(
@@ -292,17 +430,8 @@ impl Session<'_> {
         material: Option<&[u8]>,
     ) -> Result<Object, Error> {
         object::finish(&mut attrs, id, origin);
-        let wrapped = match material {
-            Some(m) => Some(self.state().cdk().wrap(&id.0.to_be_bytes(), m)?),
-            None => None,
-        };
-        Ok(Object {
-            id,
-            attrs,
-            owner: owner.to_owned(),
-            body,
-            wrapped,
-        })
+        // Wrapped with the policy of the final attributes: nothing may change them after this.
+        Object::new(id, owner, attrs, body, material, self.state().cdk())
     }
 
     fn handle(&self, request: Request) -> Result<Response, Error> {
@@ -352,6 +481,7 @@ impl Session<'_> {
                 password,
                 role,
             } => {
+                self.conn.require_admin_cert("create user")?;
                 self.require_admin("only an admin creates users")?;
                 users::check_name(&username)?;
                 if self.state().user(&username)?.is_some() {
@@ -360,14 +490,7 @@ impl Session<'_> {
                         format!("user {username} already exists"),
                     ));
                 }
-                let user = users::new_record(role, &password)?;
-                token::commit(
-                    self.token,
-                    Command::PutUser {
-                        name: username.clone(),
-                        user,
-                    },
-                )?;
+                self.set_password(&username, role, &password)?;
                 tracing::info!("user {username} created with role {role}");
                 Ok(Response::UserCreated)
             }
@@ -425,13 +548,9 @@ impl Session<'_> {
                     ));
                 }
                 let attrs = object::apply_changes(&obj, &template, is_admin, false)?;
-                let updated = Object {
-                    id: obj.id,
-                    attrs,
-                    owner: obj.owner.clone(),
-                    body: obj.body.clone(),
-                    wrapped: obj.wrapped.clone(),
-                };
+                // Rewrapped when a policy attribute (CKA_SENSITIVE, a usage flag…) changed.
+                let updated =
+                    obj.with_attributes(obj.id, obj.owner.clone(), attrs, self.state().cdk())?;
                 let info = updated.info();
                 self.replace(updated)?;
                 Ok(Response::ObjectUpdated(info))
@@ -455,25 +574,9 @@ impl Session<'_> {
                     ck::CKA_UNIQUE_ID as u64,
                     Attribute::UniqueId(id.to_string().into_bytes()),
                 );
-                // The copy is another object: its material is wrapped again with its own id as
-                // context, so blobs can never be swapped between objects.
-                let wrapped = match &obj.wrapped {
-                    Some(w) => {
-                        let cdk = self.state().cdk();
-                        let material = cdk.unwrap(&obj.id.0.to_be_bytes(), w).map_err(|_| {
-                            Error::device(format!("key {} does not unwrap", obj.id))
-                        })?;
-                        Some(cdk.wrap(&id.0.to_be_bytes(), &material)?)
-                    }
-                    None => None,
-                };
-                let copy = Object {
-                    id,
-                    attrs,
-                    owner,
-                    body: obj.body.clone(),
-                    wrapped,
-                };
+                // The copy is another object: its material is wrapped again with its own id,
+                // owner and attributes, so blobs can never be swapped between objects.
+                let copy = obj.with_attributes(id, owner, attrs, self.state().cdk())?;
                 Ok(Response::ObjectCreated(self.add(session, copy)?))
             }
             Request::GetObjectSize { object, .. } => {
@@ -494,11 +597,12 @@ impl Session<'_> {
                 self.state()
                     .lockouts
                     .authenticate(&user, record.as_ref(), &old)?;
-                token::TokenState::set_password(self.token, &user, role, &new)?;
+                self.set_password(&user, role, &new)?;
                 tracing::info!("user {user} changed their password");
                 Ok(Response::PinChanged)
             }
             Request::InitPin { username, password } => {
+                self.conn.require_admin_cert("C_InitPIN")?;
                 self.require_admin("C_InitPIN needs an admin (SO) session")?;
                 users::check_name(&username)?;
                 if let Some(existing) = self.state().user(&username)?
@@ -509,12 +613,7 @@ impl Session<'_> {
                         format!("user {username} is a {}, not a crypto user", existing.role),
                     ));
                 }
-                token::TokenState::set_password(
-                    self.token,
-                    &username,
-                    Role::CryptoUser,
-                    &password,
-                )?;
+                self.set_password(&username, Role::CryptoUser, &password)?;
                 tracing::info!("crypto user {username} initialized by an admin");
                 Ok(Response::PinChanged)
             }
@@ -545,7 +644,7 @@ impl Session<'_> {
                     ));
                 }
                 if obj.is_token() {
-                    token::commit(self.token, Command::DestroyObject { id: object })?;
+                    self.commit(Command::DestroyObject(object))?;
                 } else {
                     self.conn
                         .session_objects
@@ -679,7 +778,58 @@ impl Session<'_> {
                 crate::seal::random_bytes(&mut out)?;
                 Ok(Response::Random(out))
             }
-            Request::Status | Request::Unseal(_) => Err(Error::device("handled before the token")),
+            Request::AdmitNode { node_id, join_key } => {
+                self.conn.require_admin_cert("admit node")?;
+                self.require_admin("only an admin admits nodes")?;
+                self.refuse_removed(node_id)?;
+                let package = crate::join::admit(
+                    self.state().cdk(),
+                    self.state().identity(),
+                    node_id,
+                    &join_key,
+                )?;
+                tracing::info!(
+                    "node {node_id} admitted: cluster domain key wrapped to its join key"
+                );
+                Ok(Response::Admitted(package))
+            }
+            Request::AddNode {
+                node_id,
+                name,
+                cluster_addr,
+                client_addr,
+            } => {
+                self.conn.require_admin_cert("add node")?;
+                self.require_admin("only an admin adds nodes")?;
+                self.refuse_removed(node_id)?;
+                let info = cluster_sync::NodeInfo {
+                    name,
+                    cluster_addr,
+                    client_addr,
+                };
+                let index = self
+                    .token
+                    .block_on(self.token.cluster().add_node(node_id, info))?;
+                self.call.index.set(index);
+                tracing::info!("node {node_id} is a voter (membership at {index})");
+                Ok(Response::MembershipChanged { index })
+            }
+            Request::RemoveNode { node_id } => {
+                self.conn.require_admin_cert("remove node")?;
+                self.require_admin("only an admin removes nodes")?;
+                let index = self
+                    .token
+                    .block_on(self.token.cluster().remove_node(node_id))?;
+                // Its certificate is refused from now on, everywhere.
+                let forgotten = self.commit(Command::ForgetNode(node_id))?;
+                tracing::info!("node {node_id} removed (membership at {index})");
+                Ok(Response::MembershipChanged {
+                    index: forgotten.index,
+                })
+            }
+            Request::Status | Request::Unseal(_) | Request::JoinKey | Request::CompleteJoin(_) => {
+                Err(Error::device("handled before the token"))
+            }
             _ => Err(Error::new(
                 ErrorCode::FunctionNotSupported,
                 "this request is not supported by this node",
@@ -821,8 +971,10 @@ impl Session<'_> {
             Body::Secret(Arc::new(pair.private)),
             Some(&pair.material),
         )?;
-        let public = self.add(session, public)?;
-        let private = self.add(session, private)?;
+        let mut infos = self.add_all(session, vec![public, private])?.into_iter();
+        let (Some(public), Some(private)) = (infos.next(), infos.next()) else {
+            return Err(Error::device("key pair not stored"));
+        };
         Ok(Response::KeyPairGenerated { public, private })
     }
 

@@ -7,8 +7,10 @@ pub mod sealed;
 
 use std::fmt;
 
+/// One (key, value) entry.
+pub type Entry = (Vec<u8>, Vec<u8>);
 /// A table's entries as the backend returns them: (key, value) in key order.
-pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Entries = Vec<Entry>;
 
 /// The tables a node keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,11 +21,31 @@ pub enum Table {
     Objects,
     /// Users, by name.
     Users,
+    /// The replicated log, by index (u64 big-endian).
+    RaftLog,
+    /// The log's records: vote, committed, last purged.
+    RaftMeta,
+    /// The state machine's position: last applied log id, membership.
+    Applied,
+    /// Request keys already applied (u128 big-endian), so a retried command applies once.
+    Requests,
+    /// The same keys by the index that applied them (u64 BE || u128 BE), oldest first, to
+    /// forget the oldest.
+    RequestOrder,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 3] = [Table::Meta, Table::Objects, Table::Users];
+    pub const ALL: [Table; 8] = [
+        Table::Meta,
+        Table::Objects,
+        Table::Users,
+        Table::RaftLog,
+        Table::RaftMeta,
+        Table::Applied,
+        Table::Requests,
+        Table::RequestOrder,
+    ];
 
     /// Stable name (used as the backend's table name and in sealing's associated data).
     pub fn name(self) -> &'static str {
@@ -31,6 +53,11 @@ impl Table {
             Table::Meta => "meta",
             Table::Objects => "objects",
             Table::Users => "users",
+            Table::RaftLog => "raft_log",
+            Table::RaftMeta => "raft_meta",
+            Table::Applied => "applied",
+            Table::Requests => "requests",
+            Table::RequestOrder => "request_order",
         }
     }
 }
@@ -46,9 +73,23 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
 }
 
-/// Writes applied all together or not at all.
+/// Deletes every key of a table in `start..end` (`end` `None`: to the end of the table).
+#[derive(Debug)]
+pub struct RangeDelete {
+    /// Table.
+    pub table: Table,
+    /// First key deleted.
+    pub start: Vec<u8>,
+    /// First key kept, or `None`.
+    pub end: Option<Vec<u8>>,
+}
+
+/// Writes applied all together or not at all: the range deletes first, then the writes in
+/// order.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// Range deletes, applied before `writes`.
+    pub ranges: Vec<RangeDelete>,
     /// The writes, in order.
     pub writes: Vec<Write>,
 }
@@ -70,6 +111,11 @@ impl Batch {
             key,
             value: None,
         });
+    }
+
+    /// Adds a range delete (applied before every put and delete of the batch).
+    pub fn delete_range(&mut self, table: Table, start: Vec<u8>, end: Option<Vec<u8>>) {
+        self.ranges.push(RangeDelete { table, start, end });
     }
 }
 
@@ -103,6 +149,25 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// On backend failure.
     fn scan(&self, table: Table) -> Result<Entries, StoreError>;
+
+    /// The entries with `start <= key < end` (`end` `None`: to the end), ordered by key, at
+    /// most `limit`.
+    ///
+    /// # Errors
+    /// On backend failure.
+    fn range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError>;
+
+    /// The entry with the greatest key.
+    ///
+    /// # Errors
+    /// On backend failure.
+    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError>;
 
     /// Applies a batch atomically and durably.
     ///

@@ -1,6 +1,6 @@
 //! The redb backend: one file, every commit fsynced (redb's default durability).
 
-use super::{Batch, Entries, Store, StoreError, Table};
+use super::{Batch, Entries, Entry, Store, StoreError, Table};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 
@@ -63,8 +63,52 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let txn = self.db.begin_read().map_err(|err| e("begin read", err))?;
+        let t = txn
+            .open_table(def(table))
+            .map_err(|err| e("open table", err))?;
+        let iter = match end {
+            Some(end) => t.range(start..end),
+            None => t.range(start..),
+        }
+        .map_err(|err| e("range", err))?;
+        let mut out = Vec::new();
+        for entry in iter.take(limit) {
+            let (k, v) = entry.map_err(|err| e("range", err))?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
+        let txn = self.db.begin_read().map_err(|err| e("begin read", err))?;
+        let t = txn
+            .open_table(def(table))
+            .map_err(|err| e("open table", err))?;
+        let last = t.last().map_err(|err| e("last", err))?;
+        Ok(last.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+    }
+
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|err| e("begin write", err))?;
+        for r in &batch.ranges {
+            let mut t = txn
+                .open_table(def(r.table))
+                .map_err(|err| e("open table", err))?;
+            let start = r.start.as_slice();
+            match &r.end {
+                Some(end) => t.retain_in(start..end.as_slice(), |_, _| false),
+                None => t.retain_in(start.., |_, _| false),
+            }
+            .map_err(|err| e("delete range", err))?;
+        }
         {
             for w in &batch.writes {
                 let mut t = txn

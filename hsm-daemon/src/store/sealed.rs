@@ -32,25 +32,41 @@ impl std::fmt::Debug for dyn Store {
     }
 }
 
+/// One opened record: (key, plaintext).
+pub type OpenedEntry = (Vec<u8>, Zeroizing<Vec<u8>>);
 /// Opened records: (key, plaintext) in key order.
-pub type OpenedEntries = Vec<(Vec<u8>, Zeroizing<Vec<u8>>)>;
+pub type OpenedEntries = Vec<OpenedEntry>;
+/// A put (`Some`) or delete (`None`) of one key.
+type SealedWrite = (Table, Vec<u8>, Option<Zeroizing<Vec<u8>>>);
 
 /// Plaintext writes, sealed at commit.
 #[derive(Debug, Default)]
 pub struct SealedBatch {
-    puts: Vec<(Table, Vec<u8>, Zeroizing<Vec<u8>>)>,
-    deletes: Vec<(Table, Vec<u8>)>,
+    ranges: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+    /// Puts (`Some`) and deletes (`None`), in the order given.
+    writes: Vec<SealedWrite>,
 }
 
 impl SealedBatch {
     /// Adds a put of a plaintext value.
     pub fn put(&mut self, table: Table, key: Vec<u8>, value: Zeroizing<Vec<u8>>) {
-        self.puts.push((table, key, value));
+        self.writes.push((table, key, Some(value)));
     }
 
     /// Adds a delete.
     pub fn delete(&mut self, table: Table, key: Vec<u8>) {
-        self.deletes.push((table, key));
+        self.writes.push((table, key, None));
+    }
+
+    /// Adds a delete of every key in `start..end` (`None`: to the end); range deletes run
+    /// before the batch's puts and deletes.
+    pub fn delete_range(&mut self, table: Table, start: Vec<u8>, end: Option<Vec<u8>>) {
+        self.ranges.push((table, start, end));
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.writes.is_empty()
     }
 }
 
@@ -62,11 +78,14 @@ impl SealedStore {
 
     fn open(&self, table: Table, key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         self.nsk.open(&context(table, key), sealed).map_err(|_| {
-            Error::device(format!(
-                "record {}/{} failed authentication: wrong unseal secret or tampered store",
-                table.name(),
-                hex::encode(key)
-            ))
+            Error::with_cause(
+                crate::error::Cause::Store,
+                format!(
+                    "record {}/{} failed authentication: wrong unseal secret or tampered store",
+                    table.name(),
+                    hex::encode(key)
+                ),
+            )
         })
     }
 
@@ -97,18 +116,56 @@ impl SealedStore {
         Ok(out)
     }
 
+    /// Reads and opens the records with `start <= key < end`, in key order, at most `limit`.
+    ///
+    /// # Errors
+    /// As [`SealedStore::get`].
+    pub fn range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<OpenedEntries, Error> {
+        let mut out = Vec::new();
+        for (k, v) in self.raw.range(table, start, end, limit)? {
+            let value = self.open(table, &k, &v)?;
+            out.push((k, value));
+        }
+        Ok(out)
+    }
+
+    /// Reads and opens the record with the greatest key.
+    ///
+    /// # Errors
+    /// As [`SealedStore::get`].
+    pub fn last(&self, table: Table) -> Result<Option<OpenedEntry>, Error> {
+        match self.raw.last(table)? {
+            Some((k, v)) => {
+                let value = self.open(table, &k, &v)?;
+                Ok(Some((k, value)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Seals and commits a batch atomically and durably.
     ///
     /// # Errors
     /// If sealing or the backend fails; then nothing was written.
     pub fn commit(&self, batch: SealedBatch) -> Result<(), Error> {
         let mut raw = Batch::default();
-        for (table, key, value) in batch.puts {
-            let sealed = self.nsk.seal(&context(table, &key), &value)?;
-            raw.put(table, key, sealed);
+        for (table, start, end) in batch.ranges {
+            raw.delete_range(table, start, end);
         }
-        for (table, key) in batch.deletes {
-            raw.delete(table, key);
+        for (table, key, value) in batch.writes {
+            match value {
+                Some(value) => {
+                    let sealed = self.nsk.seal(&context(table, &key), &value)?;
+                    raw.put(table, key, sealed);
+                }
+                None => raw.delete(table, key),
+            }
         }
         Ok(self.raw.commit(raw)?)
     }

@@ -43,7 +43,8 @@ use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use zeroize::Zeroizing;
 
-/// Runs a function body: catches panics, converts the result, logs failures at debug.
+/// Runs a function body: catches panics, converts the result, logs failures (at debug;
+/// `CKR_DEVICE_ERROR` at warn).
 pub(crate) fn guard(name: &'static str, body: impl FnOnce() -> Result<()>) -> ck::CK_RV {
     crate::log::check_thread_teardown();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -68,6 +69,10 @@ pub(crate) fn guard(name: &'static str, body: impl FnOnce() -> Result<()>) -> ck
         let _ = catch_unwind(AssertUnwindSafe(|| {
             if panicked {
                 tracing::error!("{message}");
+            } else if rv == ck::CKR_DEVICE_ERROR {
+                // The cluster could not serve (no quorum, no node reachable): say so at the
+                // default log level, with the node's reason.
+                tracing::warn!("{message}");
             } else {
                 tracing::debug!("{message}");
             }

@@ -44,7 +44,10 @@ pub struct Token {
     /// The process that called `C_Initialize`; in a forked child every call sees
     /// "not initialized" until the child initializes again.
     pid: u32,
-    label: String,
+    /// `token_label` from the configuration, which overrides the cluster's name.
+    label: Option<String>,
+    /// The cluster's name and serial number, asked of a node once.
+    identity: std::sync::OnceLock<(String, String)>,
     client: Client,
     /// Taken by `C_Finalize` to shut the runtime down.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
@@ -169,10 +172,8 @@ impl Token {
         let client = Client::new(runtime.handle().clone(), settings);
         Ok(Token {
             pid: std::process::id(),
-            label: config
-                .token_label
-                .clone()
-                .unwrap_or_else(|| "hsm-cluster".to_owned()),
+            label: config.token_label.clone(),
+            identity: std::sync::OnceLock::new(),
             client,
             runtime: Mutex::new(Some(runtime)),
             sessions: RwLock::new(HashMap::new()),

@@ -17,7 +17,9 @@ const MANUFACTURER: &str = "hsm-cluster project";
 const LIBRARY_DESCRIPTION: &str = "hsm-cluster PKCS#11 module";
 const SLOT_DESCRIPTION: &str = "hsm-cluster network HSM";
 const MODEL: &str = "hsm-cluster";
-const SERIAL: &str = "0000000000000001";
+/// The label and serial number shown while no node can be asked for the cluster's identity.
+const UNKNOWN_LABEL: &str = "hsm-cluster";
+const UNKNOWN_SERIAL: &str = "0000000000000000";
 
 /// Fills a fixed-size PKCS#11 text field: truncated at a character boundary, padded with
 /// spaces, not NUL-terminated (the spec's rule for these fields).
@@ -85,17 +87,40 @@ impl Token {
         })
     }
 
+    /// The cluster's name and serial number (the first 16 hex digits of its id), so that two
+    /// clusters never look like the same token. Asked of a node once; while none answers,
+    /// placeholders are shown (and asked again next time).
+    fn cluster_identity(&self) -> (String, String) {
+        if let Some(known) = self.identity.get() {
+            return known.clone();
+        }
+        match self.client().call(&hsm_proto::Request::Status) {
+            Ok(hsm_proto::Response::Status(status)) => match status.cluster_id {
+                Some(id) => {
+                    let serial: String = id.chars().take(16).collect();
+                    self.identity
+                        .get_or_init(|| (status.cluster, serial))
+                        .clone()
+                }
+                None => (status.cluster, UNKNOWN_SERIAL.to_owned()),
+            },
+            _ => (UNKNOWN_LABEL.to_owned(), UNKNOWN_SERIAL.to_owned()),
+        }
+    }
+
     /// `C_GetTokenInfo`.
     ///
     /// # Errors
     /// `SlotIdInvalid`.
     pub fn token_info(&self, slot: ck::CK_SLOT_ID) -> Result<ck::CK_TOKEN_INFO> {
         check_slot(slot)?;
+        let (name, serial) = self.cluster_identity();
+        let label = self.label.clone().unwrap_or(name);
         Ok(ck::CK_TOKEN_INFO {
-            label: padded(&self.label),
+            label: padded(&label),
             manufacturerID: padded(MANUFACTURER),
             model: padded(MODEL),
-            serialNumber: padded(SERIAL),
+            serialNumber: padded(&serial),
             flags: ck::CKF_RNG
                 | ck::CKF_LOGIN_REQUIRED
                 | ck::CKF_USER_PIN_INITIALIZED
