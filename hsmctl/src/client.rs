@@ -3,7 +3,7 @@
 use crate::error::{CtlError, Result};
 use hsm_proto::config::ModuleConfig;
 use hsm_proto::frame;
-use hsm_proto::msg::{NodeStatus, Role, UnsealSecret, UserType};
+use hsm_proto::msg::{JoinPackage, NodeStatus, Role, UnsealSecret, UserType};
 use hsm_proto::{Envelope, Password, Request, RequestId, Response};
 use rustls_pki_types::ServerName;
 use std::sync::Arc;
@@ -17,6 +17,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one request may take. Generous: unseal and login derive Argon2id keys, which on a
 /// busy two-core machine takes seconds.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a membership change may take: adding a node waits until it has caught up with
+/// the log (or a snapshot) and become a voter.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What `hsmctl` calls itself in the protocol handshake.
 const SOFTWARE: &str = concat!("hsmctl/", env!("CARGO_PKG_VERSION"));
@@ -44,30 +47,42 @@ impl NodeClient {
     /// # Errors
     /// If no node can be reached, or TLS or the handshake fails with every node.
     pub async fn connect(config: &ModuleConfig) -> Result<NodeClient> {
-        let tls = hsm_proto::tls::client_config(
-            &config.ca_cert,
-            &config.client_cert,
-            &config.client_key,
-        )?;
-        let connector = TlsConnector::from(Arc::new(tls));
+        let connector = connector(config)?;
         let mut last = None;
         for addr in &config.nodes {
-            let host = config
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host_of(addr).to_owned());
-            match tokio::time::timeout(CONNECT_TIMEOUT, Self::open(&connector, addr, host)).await {
-                Ok(Ok(client)) => return Ok(client),
-                Ok(Err(e)) => last = Some(e),
-                Err(_) => {
-                    last = Some(CtlError::Connect {
-                        addr: addr.clone(),
-                        message: "no answer".into(),
-                    })
-                }
+            match Self::connect_with(&connector, config, addr).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| CtlError::Config("the configuration names no node".into())))
+    }
+
+    /// Connects to the node at `addr` with the certificates of `config` (whatever nodes it
+    /// lists).
+    ///
+    /// # Errors
+    /// If the node cannot be reached, or TLS or the handshake fails.
+    pub async fn connect_to(config: &ModuleConfig, addr: &str) -> Result<NodeClient> {
+        Self::connect_with(&connector(config)?, config, addr).await
+    }
+
+    async fn connect_with(
+        connector: &TlsConnector,
+        config: &ModuleConfig,
+        addr: &str,
+    ) -> Result<NodeClient> {
+        let host = config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host_of(addr).to_owned());
+        match tokio::time::timeout(CONNECT_TIMEOUT, Self::open(connector, addr, host)).await {
+            Ok(result) => result,
+            Err(_) => Err(CtlError::Connect {
+                addr: addr.to_owned(),
+                message: "no answer".into(),
+            }),
+        }
     }
 
     async fn open(connector: &TlsConnector, addr: &str, host: String) -> Result<NodeClient> {
@@ -102,11 +117,19 @@ impl NodeClient {
     /// # Errors
     /// Transport, protocol, timeout or node errors.
     pub async fn call(&mut self, body: Request) -> Result<Response> {
+        self.call_within(body, REQUEST_TIMEOUT).await
+    }
+
+    /// [`NodeClient::call`] with another timeout.
+    ///
+    /// # Errors
+    /// As [`NodeClient::call`].
+    pub async fn call_within(&mut self, body: Request, timeout: Duration) -> Result<Response> {
         let id = RequestId(self.next_id);
         self.next_id += 1;
         let name = body.name();
         let exchange = async {
-            frame::write_message(&mut self.stream, &Envelope { id, body }).await?;
+            frame::write_message(&mut self.stream, &Envelope::new(id, body)).await?;
             // Only one request is ever in flight on this connection, but skip anything that is
             // not ours rather than mis-attributing it.
             loop {
@@ -116,13 +139,13 @@ impl NodeClient {
                 }
             }
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(Response::Error(e))) => Err(CtlError::Node(e)),
             Ok(other) => other,
             Err(_) => Err(CtlError::Timeout(format!(
                 "{name} got no answer from {} within {}s",
                 self.addr,
-                REQUEST_TIMEOUT.as_secs()
+                timeout.as_secs()
             ))),
         }
     }
@@ -190,6 +213,89 @@ impl NodeClient {
             other => Err(unexpected("CreateUser", &other)),
         }
     }
+}
+
+impl NodeClient {
+    /// A joining node's fresh public key (step 1 of a join), with the id it says it has.
+    ///
+    /// # Errors
+    /// As [`NodeClient::call`]; a node that is not awaiting a join refuses.
+    pub async fn join_key(&mut self) -> Result<(u64, Vec<u8>)> {
+        match self.call(Request::JoinKey).await? {
+            Response::JoinKey {
+                node_id,
+                public_key,
+            } => Ok((node_id, public_key)),
+            other => Err(unexpected("JoinKey", &other)),
+        }
+    }
+
+    /// A member wraps the cluster domain key to a joining node's key (step 2; admin login).
+    ///
+    /// # Errors
+    /// As [`NodeClient::call`].
+    pub async fn admit_node(&mut self, node_id: u64, join_key: Vec<u8>) -> Result<JoinPackage> {
+        match self.call(Request::AdmitNode { node_id, join_key }).await? {
+            Response::Admitted(package) => Ok(package),
+            other => Err(unexpected("AdmitNode", &other)),
+        }
+    }
+
+    /// The joining node takes the package (step 3).
+    ///
+    /// # Errors
+    /// As [`NodeClient::call`].
+    pub async fn complete_join(&mut self, package: JoinPackage) -> Result<()> {
+        match self.call(Request::CompleteJoin(package)).await? {
+            Response::Joined => Ok(()),
+            other => Err(unexpected("CompleteJoin", &other)),
+        }
+    }
+
+    /// The cluster adds a joined node as a voter once it caught up (step 4; admin login).
+    /// Returns the log index of the new membership. Waits up to ten minutes.
+    ///
+    /// # Errors
+    /// As [`NodeClient::call`].
+    pub async fn add_node(
+        &mut self,
+        node_id: u64,
+        name: &str,
+        cluster_addr: &str,
+        client_addr: &str,
+    ) -> Result<u64> {
+        let request = Request::AddNode {
+            node_id,
+            name: name.to_owned(),
+            cluster_addr: cluster_addr.to_owned(),
+            client_addr: client_addr.to_owned(),
+        };
+        match self.call_within(request, MEMBERSHIP_TIMEOUT).await? {
+            Response::MembershipChanged { index } => Ok(index),
+            other => Err(unexpected("AddNode", &other)),
+        }
+    }
+
+    /// The cluster removes a node for good (admin login). Returns the log index of the new
+    /// membership.
+    ///
+    /// # Errors
+    /// As [`NodeClient::call`].
+    pub async fn remove_node(&mut self, node_id: u64) -> Result<u64> {
+        match self
+            .call_within(Request::RemoveNode { node_id }, MEMBERSHIP_TIMEOUT)
+            .await?
+        {
+            Response::MembershipChanged { index } => Ok(index),
+            other => Err(unexpected("RemoveNode", &other)),
+        }
+    }
+}
+
+fn connector(config: &ModuleConfig) -> Result<TlsConnector> {
+    let tls =
+        hsm_proto::tls::client_config(&config.ca_cert, &config.client_cert, &config.client_key)?;
+    Ok(TlsConnector::from(Arc::new(tls)))
 }
 
 fn unexpected(request: &str, response: &Response) -> CtlError {

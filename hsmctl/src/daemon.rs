@@ -75,7 +75,8 @@ pub struct InitSecrets<'a> {
     pub admin_password: &'a Password,
 }
 
-/// Runs `hsm-daemon init`, feeding the secrets on stdin, one per line.
+/// Runs `hsm-daemon init` for a founder (a new cluster), feeding the secrets on stdin, one
+/// per line.
 ///
 /// # Errors
 /// If the daemon cannot be started or exits unsuccessfully (its stderr is in the message: it
@@ -95,6 +96,37 @@ pub fn init_store(
         "--admin-user",
         admin_user,
     ]);
+    run_init(
+        cmd,
+        bin,
+        dev_key_file,
+        &[secrets.passphrase, Some(secrets.admin_password)],
+    )
+}
+
+/// Runs `hsm-daemon init --join` for a node that will join an existing cluster: a store with
+/// no cluster domain key and no users yet. The passphrase (absent with a development key file)
+/// goes on stdin.
+///
+/// # Errors
+/// As [`init_store`].
+pub fn init_joiner_store(
+    bin: &Path,
+    node_toml: &Path,
+    dev_key_file: Option<&Path>,
+    passphrase: Option<&Password>,
+) -> Result<()> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("init").arg("--config").arg(node_toml).arg("--join");
+    run_init(cmd, bin, dev_key_file, &[passphrase])
+}
+
+fn run_init(
+    mut cmd: Command,
+    bin: &Path,
+    dev_key_file: Option<&Path>,
+    secrets: &[Option<&Password>],
+) -> Result<()> {
     if let Some(key) = dev_key_file {
         cmd.arg("--dev-key-file").arg(key);
     }
@@ -105,12 +137,10 @@ pub fn init_store(
         .spawn()
         .map_err(|e| CtlError::Daemon(format!("cannot start {}: {e}", bin.display())))?;
     let mut input = zeroize::Zeroizing::new(String::new());
-    if let Some(p) = secrets.passphrase {
-        input.push_str(p.expose_secret());
+    for secret in secrets.iter().flatten() {
+        input.push_str(secret.expose_secret());
         input.push('\n');
     }
-    input.push_str(secrets.admin_password.expose_secret());
-    input.push('\n');
     if let Some(mut stdin) = child.stdin.take() {
         // A daemon that fails early closes stdin; its exit status and stderr then tell why.
         let _ = stdin.write_all(input.as_bytes());
@@ -201,9 +231,24 @@ impl RunningDaemon {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Its log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The end of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)
+    }
+
+    /// Sends SIGTERM without waiting (to stop several daemons at once, then [`Self::stop`]
+    /// each).
+    pub fn terminate(&mut self) {
+        if self.exited().is_none()
+            && let Ok(pid) = i32::try_from(self.child.id())
+        {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
     }
 
     /// Stops it: SIGTERM, then SIGKILL if it has not exited in time. Returns how it exited.

@@ -1,35 +1,75 @@
 //! `hsmctl dev`: a working local cluster in one command, like `vault server -dev`.
 //!
 //! Builds the daemon and the module when run through cargo, initializes a development
-//! directory on first use (key-file unseal, generated passwords), runs the daemon as a child
-//! process, unseals it, makes sure the crypto user `alice` exists, writes `D/env`, shows the
-//! cluster in use, and stops the daemon on Ctrl-C or SIGTERM. A second run reuses everything.
+//! directory on first use (key-file unseal, generated passwords), runs one daemon child
+//! process per node, unseals them, joins the nodes after the first into its cluster, makes
+//! sure the crypto user `alice` exists, writes `D/env`, shows the cluster's status, and stops
+//! every daemon on Ctrl-C or SIGTERM. A node that dies is reported once; the others keep
+//! running. A second run restarts the same nodes on their data.
+//!
+//! Ports: node i (1-based) listens on `BASE + 2(i-1)` for clients and the next port for the
+//! other nodes ([`dev_ports`]).
 
 use crate::client::{NodeClient, load_config};
 use crate::daemon::{self, RunningDaemon};
 use crate::error::{CtlError, Result};
-use crate::init::{self, DEV_USER, InitOptions, MODULE_FILE, toml_of};
-use crate::layout::{ClusterDir, DEFAULT_NODE, DevEnv, NodeToml, replace};
+use crate::init::{self, DEV_USER, InitOptions, MODULE_FILE};
+use crate::layout::{ClusterDir, DEFAULT_NODE, DevEnv, NodeToml};
+use crate::node;
 use crate::ops;
 use crate::secret_input::split_pin;
+use crate::status::{self, ClusterView};
 use hsm_proto::config::ModuleConfig;
 use hsm_proto::msg::{Role, SealState, UserType};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// The port `hsmctl dev` listens on unless told otherwise.
+/// The first port `hsmctl dev` uses unless told otherwise.
 pub const DEFAULT_PORT: u16 = 5700;
+/// How long a freshly unsealed cluster may take to elect a leader.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The client and cluster ports of node `i` (1-based): `base + 2(i-1)` and the next one.
+///
+/// # Errors
+/// If `i` is 0 or the ports would pass 65535.
+pub fn dev_ports(base: u16, i: u16) -> Result<(u16, u16)> {
+    let offset = i
+        .checked_sub(1)
+        .and_then(|n| n.checked_mul(2))
+        .ok_or_else(|| CtlError::Usage(format!("node number {i}: nodes count from 1")))?;
+    let client = base.checked_add(offset);
+    match client.and_then(|c| c.checked_add(1).map(|cluster| (c, cluster))) {
+        Some(ports) => Ok(ports),
+        None => Err(CtlError::Usage(format!(
+            "--port {base}: node {i} would need ports beyond 65535; choose a lower port"
+        ))),
+    }
+}
+
+/// The name of development node `i`: `node1`, `node2`, …
+pub fn dev_node_name(i: u16) -> String {
+    format!("node{i}")
+}
+
+/// The number of a development node's name (`node3` → 3).
+fn dev_node_number(name: &str) -> Option<u16> {
+    name.strip_prefix("node")?.parse().ok().filter(|n| *n > 0)
+}
 
 /// What `hsmctl dev` is asked to do.
 #[derive(Debug)]
 pub struct DevOptions {
     /// The cluster directory.
     pub dir: PathBuf,
-    /// The port, if given.
+    /// The first port, if given.
     pub port: Option<u16>,
+    /// How many nodes.
+    pub nodes: u16,
     /// Skip the cargo build.
     pub no_build: bool,
     /// An explicit `hsm-daemon`.
@@ -107,25 +147,68 @@ async fn ensure_dev_user(config: &ModuleConfig, env: &DevEnv) -> Result<bool> {
     Ok(true)
 }
 
-/// Unseals (if sealed), ensures the dev user, and prints the status.
-async fn bring_up(dir: &ClusterDir, env: &DevEnv) -> Result<()> {
-    let config = load_config(&dir.admin_toml())?;
-    let mut client = NodeClient::connect(&config).await?;
+/// One development node and its daemon child.
+struct DevNode {
+    name: String,
+    daemon: RunningDaemon,
+    /// Reported dead already.
+    dead: bool,
+}
+
+impl DevNode {
+    fn start(bin: &Path, dir: &ClusterDir, name: &str) -> Result<DevNode> {
+        let log = dir.node_log(name);
+        let daemon = RunningDaemon::start(bin, &dir.node_toml(name), &log)?;
+        println!(
+            "{name}: hsm-daemon (pid {}) listens on {} (log: {})",
+            daemon.pid(),
+            daemon.addr,
+            log.display()
+        );
+        Ok(DevNode {
+            name: name.to_owned(),
+            daemon,
+            dead: false,
+        })
+    }
+}
+
+/// Unseals one node if it is sealed; returns its state afterwards.
+async fn unseal_node(admin: &ModuleConfig, dir: &ClusterDir, name: &str) -> Result<SealState> {
+    let addr = NodeToml::load(&dir.node_toml(name))?.client_addr();
+    let mut client = NodeClient::connect_to(admin, &addr).await?;
     if client.status().await?.seal == SealState::Sealed {
         client.unseal(ops::dev_key_secret(&dir.dev_key())?).await?;
     }
-    if ensure_dev_user(&config, env).await? {
-        println!("created crypto user {DEV_USER:?}");
+    Ok(client.status().await?.seal)
+}
+
+/// Waits until some node of the configuration reports itself leader.
+async fn wait_for_leader(admin: &ModuleConfig) -> Result<ClusterView> {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    loop {
+        let view = ClusterView::new(&status::gather(admin).await);
+        if view.leader.is_some() {
+            return Ok(view);
+        }
+        if Instant::now() > deadline {
+            return Err(CtlError::Timeout(format!(
+                "no leader within {}s:\n{}",
+                LEADER_TIMEOUT.as_secs(),
+                view.table()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let status = client.status().await?;
-    println!();
-    println!(
-        "Node status (hsmctl status --dir {}):",
-        dir.root().display()
-    );
-    ops::print_status(&status, &client.addr);
-    if status.seal != SealState::Unsealed {
-        return Err(CtlError::Unexpected("the node is still sealed".into()));
+}
+
+/// Joins a started, unsealed node (the admin PIN from `D/env`).
+async fn join_node(dir: &ClusterDir, env: &DevEnv, name: &str) -> Result<()> {
+    println!("{name}: joining the cluster (it catches up, then votes)");
+    let joined = node::join(dir, name, &env.so_pin).await?;
+    match joined.index {
+        Some(index) => println!("{name}: joined as a voting member (log index {index})"),
+        None => println!("{name}: already a voting member"),
     }
     Ok(())
 }
@@ -175,67 +258,69 @@ impl StopSignals {
     }
 }
 
-/// Points an existing development cluster at another port: the node's and both clients'
-/// configurations (certificates name hosts, not ports, so they stay valid).
-fn move_to_port(dir: &ClusterDir, port: u16) -> Result<()> {
-    let node_path = dir.node_toml(DEFAULT_NODE);
-    let mut node = NodeToml::load(&node_path)?;
-    let listen = format!("127.0.0.1:{port}");
-    if node.listen == listen {
-        return Ok(());
-    }
-    println!(
-        "Moving the development cluster from {} to {listen}",
-        node.listen
-    );
-    node.listen = listen.clone();
-    replace(&node_path, toml_of(&node)?.as_bytes(), 0o644)?;
-    for path in [dir.pkcs11_toml(), dir.admin_toml()] {
-        let mut config = load_config(&path)?;
-        config.nodes = vec![listen.clone()];
-        replace(&path, toml_of(&config)?.as_bytes(), 0o644)?;
-    }
-    Ok(())
-}
-
-/// Waits for Ctrl-C or SIGTERM, or for the daemon to die. Returns what happened.
-async fn wait_for_stop(
-    signals: &mut StopSignals,
-    daemon: &mut RunningDaemon,
-) -> Result<&'static str> {
+/// Waits for Ctrl-C or SIGTERM. A node that dies is reported once and the others keep
+/// running; when every node has died there is nothing left to run.
+async fn wait_for_stop(signals: &mut StopSignals, nodes: &mut [DevNode]) -> Result<&'static str> {
     loop {
         tokio::select! {
             _ = signals.term.recv() => return Ok("SIGTERM"),
             _ = signals.int.recv() => return Ok("Ctrl-C"),
             () = tokio::time::sleep(Duration::from_millis(500)) => {
-                if let Some(status) = daemon.exited() {
-                    return Err(CtlError::Daemon(format!(
-                        "exited unexpectedly ({status}); its log ends with:\n{}",
-                        daemon.log_tail(20)
-                    )));
+                for node in nodes.iter_mut().filter(|n| !n.dead) {
+                    if let Some(status) = node.daemon.exited() {
+                        node.dead = true;
+                        println!(
+                            "node {} (pid {}) died: {status}; the others keep running",
+                            node.name,
+                            node.daemon.pid()
+                        );
+                        println!(
+                            "  its log {} ends with:\n{}",
+                            node.daemon.log_path().display(),
+                            node.daemon.log_tail(10)
+                        );
+                    }
+                }
+                if nodes.iter().all(|n| n.dead) {
+                    return Err(CtlError::Daemon(
+                        "every node of the development cluster has died".into(),
+                    ));
                 }
             }
         }
     }
 }
 
+/// The base port of an existing development directory: node1's client port.
+fn existing_base(dir: &ClusterDir) -> Result<u16> {
+    let node1 = NodeToml::load(&dir.node_toml(DEFAULT_NODE))?;
+    let listen: SocketAddr = node1.listen.parse().map_err(|_| {
+        CtlError::Config(format!(
+            "{}: listen = {:?} is not an address",
+            dir.node_toml(DEFAULT_NODE).display(),
+            node1.listen
+        ))
+    })?;
+    Ok(listen.port())
+}
+
 /// `hsmctl dev`.
 ///
 /// # Errors
-/// Any step failing; the daemon child is stopped on the way out.
+/// Any step failing; the daemon children are stopped on the way out.
 pub fn run(opts: &DevOptions, rt: &Runtime) -> Result<()> {
     if !opts.no_build {
         build_if_under_cargo()?;
     }
-    // Watch signals before the daemon child exists, so that a SIGTERM while it starts still
-    // stops it cleanly instead of leaving it orphaned.
+    // Watch signals before the daemon children exist, so that a SIGTERM while they start
+    // still stops them cleanly instead of leaving them orphaned.
     let mut signals = {
         let _guard = rt.enter();
         StopSignals::watch()?
     };
     let bin = daemon::locate(opts.daemon_bin.as_deref())?;
     let dir = ClusterDir::new(&opts.dir)?;
-    if dir.is_initialized() {
+    let base = if dir.is_initialized() {
         if !dir.dev_key().is_file() || !dir.env_file().is_file() {
             return Err(CtlError::Usage(format!(
                 "{} is a cluster directory without {} and {}: it was not made by \
@@ -245,19 +330,31 @@ pub fn run(opts: &DevOptions, rt: &Runtime) -> Result<()> {
                 dir.env_file().display()
             )));
         }
-        if let Some(port) = opts.port {
-            move_to_port(&dir, port)?;
+        let base = existing_base(&dir)?;
+        if let Some(port) = opts.port
+            && port != base
+        {
+            // The cluster's replicated membership holds every node's addresses.
+            return Err(CtlError::Usage(format!(
+                "{} runs on ports from {base}; its nodes' addresses are part of the \
+                 cluster's membership and cannot move. Use --port {base}, or another --dir",
+                dir.root().display()
+            )));
         }
         println!(
             "Reusing the development cluster in {}",
             dir.root().display()
         );
+        base
     } else {
-        let port = opts.port.unwrap_or(DEFAULT_PORT);
+        let base = opts.port.unwrap_or(DEFAULT_PORT);
+        dev_ports(base, opts.nodes)?;
+        let (client, cluster) = dev_ports(base, 1)?;
         let init_opts = InitOptions {
             dir: opts.dir.clone(),
             node_name: DEFAULT_NODE.into(),
-            listen: format!("127.0.0.1:{port}"),
+            listen: format!("127.0.0.1:{client}"),
+            cluster_listen: Some(format!("127.0.0.1:{cluster}")),
             cluster_name: "hsm-dev".into(),
             admin_user: "admin".into(),
             dev: true,
@@ -268,7 +365,8 @@ pub fn run(opts: &DevOptions, rt: &Runtime) -> Result<()> {
             "Initialized a development cluster in {}",
             dir.root().display()
         );
-    }
+        base
+    };
 
     // Passwords come back from D/env; the module path is refreshed in case the build moved.
     let mut env = DevEnv::load(&dir.env_file())?;
@@ -276,24 +374,124 @@ pub fn run(opts: &DevOptions, rt: &Runtime) -> Result<()> {
     env.conf = dir.pkcs11_toml();
     env.write(&dir.env_file())?;
 
-    let log = dir.node_log(DEFAULT_NODE);
-    println!("Starting hsm-daemon (log: {})", log.display());
-    let mut node = RunningDaemon::start(&bin, &dir.node_toml(DEFAULT_NODE), &log)?;
-    println!("hsm-daemon (pid {}) listens on {}", node.pid(), node.addr);
+    // Every node the directory has, started and unsealed; then a leader, then alice.
+    let existing = dir.node_names()?;
+    let mut nodes = Vec::new();
+    for name in &existing {
+        nodes.push(DevNode::start(&bin, &dir, name)?);
+    }
+    let admin = load_config(&dir.admin_toml())?;
+    let mut waiting = Vec::new();
+    for name in &existing {
+        if rt.block_on(unseal_node(&admin, &dir, name))? == SealState::AwaitingJoin {
+            waiting.push(name.clone());
+        }
+    }
+    rt.block_on(wait_for_leader(&admin))?;
+    // A node whose join did not finish last time.
+    for name in &waiting {
+        rt.block_on(join_node(&dir, &env, name))?;
+    }
+    if rt.block_on(ensure_dev_user(&admin, &env))? {
+        println!("created crypto user {DEV_USER:?}");
+    }
 
-    if let Err(e) = rt.block_on(bring_up(&dir, &env)) {
-        node.stop();
-        return Err(e);
+    // Nodes still missing: node add, start, unseal, join.
+    let mut have = existing.len();
+    let mut next = 1;
+    while have < usize::from(opts.nodes) {
+        while existing.contains(&dev_node_name(next))
+            || nodes.iter().any(|n| n.name == dev_node_name(next))
+        {
+            next += 1;
+        }
+        let name = dev_node_name(next);
+        let (client, cluster) = dev_ports(base, next)?;
+        node::add(&node::AddOptions {
+            dir: opts.dir.clone(),
+            name: name.clone(),
+            listen: format!("127.0.0.1:{client}"),
+            cluster_listen: Some(format!("127.0.0.1:{cluster}")),
+            dev: true,
+            daemon_bin: Some(bin.clone()),
+        })?;
+        println!("{name}: added (client port {client}, cluster port {cluster})");
+        nodes.push(DevNode::start(&bin, &dir, &name)?);
+        rt.block_on(unseal_node(&admin, &dir, &name))?;
+        rt.block_on(join_node(&dir, &env, &name))?;
+        have += 1;
+    }
+    if existing.len() > usize::from(opts.nodes) {
+        println!(
+            "note: {} has {} nodes (more than --nodes {}); all of them run",
+            dir.root().display(),
+            existing.len(),
+            opts.nodes
+        );
+    }
+    nodes.sort_by_key(|n| dev_node_number(&n.name).unwrap_or(u16::MAX));
+
+    let admin = load_config(&dir.admin_toml())?;
+    let view = rt.block_on(wait_for_leader(&admin))?;
+    println!();
+    println!(
+        "Cluster status (hsmctl status --dir {}):",
+        dir.root().display()
+    );
+    print!("{}", view.table());
+    if let Some(row) = view.nodes.iter().find(|r| r.state != "unsealed") {
+        return Err(CtlError::Unexpected(format!(
+            "{} is {}",
+            row.name.as_deref().unwrap_or(&row.address),
+            row.state
+        )));
     }
     print_usage(&dir, &env);
     println!();
-    println!("The development cluster is running. Press Ctrl-C to stop it.");
+    println!(
+        "The development cluster is running ({} node{}). Press Ctrl-C to stop it.",
+        nodes.len(),
+        if nodes.len() == 1 { "" } else { "s" }
+    );
 
-    let why = rt.block_on(wait_for_stop(&mut signals, &mut node))?;
-    println!("{why}: stopping hsm-daemon");
-    match node.stop() {
-        Some(status) => println!("hsm-daemon stopped ({status})"),
-        None => println!("hsm-daemon stopped"),
+    let outcome = rt.block_on(wait_for_stop(&mut signals, &mut nodes));
+    let why = match &outcome {
+        Ok(why) => *why,
+        Err(_) => "every node died",
+    };
+    println!("{why}: stopping hsm-daemon on every node");
+    for node in &mut nodes {
+        node.daemon.terminate();
     }
-    Ok(())
+    for node in &mut nodes {
+        match node.daemon.stop() {
+            Some(status) => println!("{}: hsm-daemon stopped ({status})", node.name),
+            None => println!("{}: hsm-daemon stopped", node.name),
+        }
+    }
+    outcome.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_i_uses_two_ports_from_the_base() {
+        assert_eq!(dev_ports(5700, 1).unwrap(), (5700, 5701));
+        assert_eq!(dev_ports(5700, 2).unwrap(), (5702, 5703));
+        assert_eq!(dev_ports(5700, 3).unwrap(), (5704, 5705));
+        assert_eq!(dev_ports(65534, 1).unwrap(), (65534, 65535));
+        assert!(dev_ports(65534, 2).is_err());
+        assert!(dev_ports(65535, 1).is_err());
+        assert!(dev_ports(5700, 0).is_err());
+    }
+
+    #[test]
+    fn node_names_and_numbers() {
+        assert_eq!(dev_node_name(2), "node2");
+        assert_eq!(dev_node_number("node12"), Some(12));
+        assert_eq!(dev_node_number("node0"), None);
+        assert_eq!(dev_node_number("other"), None);
+    }
 }

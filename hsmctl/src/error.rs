@@ -44,6 +44,8 @@ pub enum CtlError {
     Daemon(String),
     /// Something took longer than we are willing to wait.
     Timeout(String),
+    /// No node of the configuration answered (the last error).
+    NoNode(String),
 }
 
 impl CtlError {
@@ -71,6 +73,7 @@ impl fmt::Display for CtlError {
             CtlError::Unexpected(m) => write!(f, "unexpected answer from the node: {m}"),
             CtlError::Daemon(m) => write!(f, "hsm-daemon: {m}"),
             CtlError::Timeout(m) => write!(f, "timed out: {m}"),
+            CtlError::NoNode(m) => write!(f, "no node answered: {m}"),
         }
     }
 }

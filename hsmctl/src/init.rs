@@ -3,13 +3,14 @@
 
 use crate::daemon::{self, InitSecrets};
 use crate::error::{CtlError, Result};
-use crate::layout::{ClusterDir, DevEnv, NodeToml, write_new};
+use crate::layout::{ClusterDir, DevEnv, NodeToml, fresh_node_id, local_addr, write_new};
 use crate::pki::{ClusterCa, Issued};
 use crate::secret_input;
 use hsm_proto::Password;
 use hsm_proto::config::ModuleConfig;
+use hsm_proto::tls::CertRole;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The crypto user `hsmctl dev` creates.
@@ -24,8 +25,10 @@ pub struct InitOptions {
     pub dir: PathBuf,
     /// The node's name.
     pub node_name: String,
-    /// Where the node listens.
+    /// Where the node listens for clients.
     pub listen: String,
+    /// Where the node listens for the other nodes (default: the client port + 1).
+    pub cluster_listen: Option<String>,
     /// The cluster's name.
     pub cluster_name: String,
     /// The initial admin.
@@ -47,16 +50,20 @@ pub struct Initialized {
     pub dev_env: Option<DevEnv>,
 }
 
-/// Files and directories created so far, removed again if `init` fails halfway, so that a
-/// failed `init` can simply be run again.
+/// Files and directories created so far, removed again if `init` (or `node add`) fails
+/// halfway, so that a failed command can simply be run again.
 #[derive(Debug, Default)]
-struct Created {
+pub struct Created {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
 }
 
 impl Created {
-    fn dir(&mut self, path: &Path) -> Result<()> {
+    /// Creates a directory (if missing) and remembers it.
+    ///
+    /// # Errors
+    /// If it cannot be created.
+    pub fn dir(&mut self, path: &Path) -> Result<()> {
         if !path.exists() {
             fs::create_dir(path).map_err(|e| CtlError::io("create directory", path, e))?;
             self.dirs.push(path.to_path_buf());
@@ -64,18 +71,32 @@ impl Created {
         Ok(())
     }
 
-    fn file(&mut self, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    /// Writes a new file and remembers it.
+    ///
+    /// # Errors
+    /// If it exists or cannot be written.
+    pub fn file(&mut self, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         write_new(path, bytes, mode)?;
         self.files.push(path.to_path_buf());
         Ok(())
     }
 
-    fn issued(&mut self, cert: &Path, key: &Path, issued: &Issued) -> Result<()> {
+    /// Writes a certificate (0644) and its key (0600).
+    ///
+    /// # Errors
+    /// If either exists or cannot be written.
+    pub fn issued(&mut self, cert: &Path, key: &Path, issued: &Issued) -> Result<()> {
         self.file(cert, issued.cert_pem.as_bytes(), 0o644)?;
         self.file(key, issued.key_pem.as_bytes(), 0o600)
     }
 
-    fn undo(self) {
+    /// Remembers a file something else created.
+    pub fn created_file(&mut self, path: &Path) {
+        self.files.push(path.to_path_buf());
+    }
+
+    /// Removes everything remembered, newest first.
+    pub fn undo(self) {
         for f in self.files.iter().rev() {
             let _ = fs::remove_file(f);
         }
@@ -90,17 +111,8 @@ impl Created {
     }
 }
 
-/// The address a client on this machine uses to reach a node listening on `listen`.
-fn client_addr(listen: SocketAddr) -> String {
-    match listen.ip() {
-        ip if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port()).to_string()
-        }
-        _ => listen.to_string(),
-    }
-}
-
-fn module_config(dir: &ClusterDir, addr: &str, client: &str) -> ModuleConfig {
+/// A client configuration of `dir` for one node address, with the named client certificate.
+pub fn module_config(dir: &ClusterDir, addr: &str, client: &str) -> ModuleConfig {
     ModuleConfig {
         nodes: vec![addr.to_owned()],
         server_name: None,
@@ -111,6 +123,50 @@ fn module_config(dir: &ClusterDir, addr: &str, client: &str) -> ModuleConfig {
         log_file: None,
         log_level: None,
         request_timeout_ms: None,
+    }
+}
+
+/// Parses a `--listen`-style option: an IP address and a port.
+///
+/// # Errors
+/// If it is not one.
+pub fn parse_listen(option: &str, value: &str) -> Result<SocketAddr> {
+    value.parse().map_err(|_| {
+        CtlError::Usage(format!(
+            "{option} {value}: expected an IP address and port such as 127.0.0.1:5700"
+        ))
+    })
+}
+
+/// The cluster port a node gets when none is given: the same host, the client port + 1.
+///
+/// # Errors
+/// If the client port is the last one.
+pub fn default_cluster_listen(listen: SocketAddr) -> Result<SocketAddr> {
+    let port = listen.port().checked_add(1).ok_or_else(|| {
+        CtlError::Usage(format!(
+            "--listen {listen}: no port after it for the cluster port; pass --cluster-listen"
+        ))
+    })?;
+    Ok(SocketAddr::new(listen.ip(), port))
+}
+
+/// Checks a node name: it names a directory and is a DNS name in the node's certificate.
+///
+/// # Errors
+/// If it is empty or has other characters than letters, digits, '-' and '.'.
+pub fn check_node_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if ok && !matches!(name, "clients" | "data") {
+        Ok(())
+    } else {
+        Err(CtlError::Usage(format!(
+            "node name {name:?}: use letters, digits, '-' and '.' (not `clients`)"
+        )))
     }
 }
 
@@ -136,22 +192,22 @@ pub fn run(opts: &InitOptions) -> Result<Initialized> {
             dir.ca_cert().display()
         )));
     }
-    let listen: SocketAddr = opts.listen.parse().map_err(|_| {
-        CtlError::Usage(format!(
-            "--listen {}: expected an IP address and port such as 127.0.0.1:5700",
-            opts.listen
-        ))
-    })?;
-    if opts.node_name.is_empty()
-        || !opts
-            .node_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-    {
+    let listen = parse_listen("--listen", &opts.listen)?;
+    let cluster_listen = match &opts.cluster_listen {
+        Some(addr) => parse_listen("--cluster-listen", addr)?,
+        None => default_cluster_listen(listen)?,
+    };
+    if cluster_listen == listen {
         return Err(CtlError::Usage(format!(
-            "--node-name {:?}: use letters, digits, '-' and '.'",
-            opts.node_name
+            "--cluster-listen {cluster_listen}: the cluster port must differ from the client port"
         )));
+    }
+    check_node_name(&opts.node_name)?;
+    if opts.admin_user == "app" {
+        // clients/app.* is the application certificate; the admin's must be another file.
+        return Err(CtlError::Usage(
+            "--admin-user app: `app` names the application certificate; choose another name".into(),
+        ));
     }
     let bin = daemon::locate(opts.daemon_bin.as_deref())?;
 
@@ -177,7 +233,7 @@ pub fn run(opts: &InitOptions) -> Result<Initialized> {
     match write_all(
         opts,
         &dir,
-        listen,
+        (listen, cluster_listen),
         &mut created,
         &bin,
         passphrase.as_ref(),
@@ -220,7 +276,7 @@ pub fn run(opts: &InitOptions) -> Result<Initialized> {
 fn write_all(
     opts: &InitOptions,
     dir: &ClusterDir,
-    listen: SocketAddr,
+    (listen, cluster_listen): (SocketAddr, SocketAddr),
     created: &mut Created,
     bin: &Path,
     passphrase: Option<&Password>,
@@ -236,20 +292,30 @@ fn write_all(
 
     let ca = ClusterCa::generate(&opts.cluster_name)?;
     created.issued(&dir.ca_cert(), &dir.ca_key(), &ca.issued)?;
+    // The same id goes into the certificate and node.toml: the daemon checks they agree.
+    let node_id = fresh_node_id()?;
     created.issued(
         &node_dir.join("node.pem"),
         &node_dir.join("node.key"),
-        &ca.issue_node(&opts.node_name)?,
+        &ca.issue_node(&opts.node_name, node_id)?,
     )?;
-    for client in [opts.admin_user.as_str(), "app"] {
-        let issued = ca.issue_client(client)?;
+    for (client, role) in [
+        (opts.admin_user.as_str(), CertRole::Admin),
+        ("app", CertRole::App),
+    ] {
+        let issued = ca.issue_client(client, role)?;
         created.issued(&dir.client_cert(client), &dir.client_key(client), &issued)?;
     }
 
     let node_toml = dir.node_toml(&opts.node_name);
-    let node = NodeToml::standard(&opts.node_name, &listen.to_string());
+    let node = NodeToml::standard(
+        &opts.node_name,
+        node_id,
+        &listen.to_string(),
+        &cluster_listen.to_string(),
+    );
     created.file(&node_toml, toml_of(&node)?.as_bytes(), 0o644)?;
-    let addr = client_addr(listen);
+    let addr = local_addr(&listen.to_string());
     created.file(
         &dir.pkcs11_toml(),
         toml_of(&module_config(dir, &addr, "app"))?.as_bytes(),
@@ -264,7 +330,7 @@ fn write_all(
 
     let dev_key = if opts.dev {
         daemon::create_dev_key(&dir.dev_key())?;
-        created.files.push(dir.dev_key());
+        created.created_file(&dir.dev_key());
         Some(dir.dev_key())
     } else {
         None
@@ -313,4 +379,33 @@ pub fn report(init: &Initialized, opts: &InitOptions) {
         println!("  hsmctl unseal --dir {root}");
     }
     println!("  hsmctl user create alice --dir {root}");
+    println!("Grow it to three nodes (a quorum survives one failure):");
+    println!("  hsmctl node add --dir {root} --name node2 --listen HOST:PORT");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_port_defaults_to_the_next_port() {
+        let listen: SocketAddr = "127.0.0.1:5700".parse().unwrap();
+        assert_eq!(
+            default_cluster_listen(listen).unwrap().to_string(),
+            "127.0.0.1:5701"
+        );
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(default_cluster_listen(v6).unwrap().to_string(), "[::1]:10");
+        assert!(default_cluster_listen("127.0.0.1:65535".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn node_names_are_directory_and_dns_safe() {
+        for good in ["node1", "hsm-a.example", "n"] {
+            check_node_name(good).unwrap();
+        }
+        for bad in ["", "a/b", "..", ".hidden", "clients", "a b", "nöde"] {
+            assert!(check_node_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

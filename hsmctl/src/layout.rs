@@ -12,6 +12,7 @@ use hsm_proto::Password;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -98,6 +99,23 @@ impl ClusterDir {
         self.root.join("env")
     }
 
+    /// The nodes of this directory: every `D/<name>/node.toml`, in natural order (`node2`
+    /// before `node10`).
+    ///
+    /// # Errors
+    /// If the directory cannot be read.
+    pub fn node_names(&self) -> Result<Vec<String>> {
+        let entries =
+            fs::read_dir(&self.root).map_err(|e| CtlError::io("read directory", &self.root, e))?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("node.toml").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        Ok(names)
+    }
+
     /// Whether `init` already ran here (any of the files it creates first or last exists).
     pub fn is_initialized(&self) -> bool {
         self.ca_cert().exists() || self.admin_toml().exists() || self.ca_key().exists()
@@ -110,8 +128,18 @@ impl ClusterDir {
 pub struct NodeToml {
     /// Node name (also a SAN of its certificate).
     pub node_name: String,
-    /// `host:port` the node listens on.
+    /// The node's id: random, nonzero, never reused, the one in its certificate.
+    pub node_id: u64,
+    /// `host:port` the node listens on for clients.
     pub listen: String,
+    /// `host:port` the node listens on for the other nodes.
+    pub cluster_listen: String,
+    /// The client address others use (default: `listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// The cluster address others use (default: `cluster_listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_advertise: Option<String>,
     /// The store directory.
     pub data_dir: PathBuf,
     /// The cluster CA certificate.
@@ -120,18 +148,52 @@ pub struct NodeToml {
     pub node_cert: PathBuf,
     /// The node's private key.
     pub node_key: PathBuf,
+    /// Consensus tuning; the daemon's defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftToml>,
+}
+
+/// The optional `[raft]` table of `node.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftToml {
+    /// Leader heartbeat interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+    /// Lower bound of the election timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_min_ms: Option<u64>,
+    /// Upper bound of the election timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_max_ms: Option<u64>,
+    /// How long a replicated write may take before it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_timeout_ms: Option<u64>,
+    /// Log entries between snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot (for followers catching up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_logs: Option<u64>,
+    /// How long adding a node may wait for it to catch up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_timeout_ms: Option<u64>,
 }
 
 impl NodeToml {
-    /// The layout `init` writes for a node living in `D/<node_name>/`.
-    pub fn standard(node_name: &str, listen: &str) -> NodeToml {
+    /// The layout `init` and `node add` write for a node living in `D/<node_name>/`.
+    pub fn standard(node_name: &str, node_id: u64, listen: &str, cluster_listen: &str) -> NodeToml {
         NodeToml {
             node_name: node_name.to_owned(),
+            node_id,
             listen: listen.to_owned(),
+            cluster_listen: cluster_listen.to_owned(),
+            advertise: None,
+            cluster_advertise: None,
             data_dir: PathBuf::from("data"),
             ca_cert: PathBuf::from("../ca.pem"),
             node_cert: PathBuf::from("node.pem"),
             node_key: PathBuf::from("node.key"),
+            raft: None,
         }
     }
 
@@ -141,9 +203,62 @@ impl NodeToml {
     /// If the file cannot be read or parsed.
     pub fn load(path: &Path) -> Result<NodeToml> {
         let text = fs::read_to_string(path).map_err(|e| CtlError::io("read", path, e))?;
-        toml::from_str(&text)
-            .map_err(|e| CtlError::Config(format!("bad node config {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| {
+            let hint = if text.contains("node_id") {
+                ""
+            } else {
+                " (it has no node_id: it was made by an hsmctl from before clusters; \
+                 make the directory again)"
+            };
+            CtlError::Config(format!("bad node config {}: {e}{hint}", path.display()))
+        })
     }
+
+    /// The address clients on this machine use for the node's client port.
+    pub fn client_addr(&self) -> String {
+        local_addr(self.advertise.as_deref().unwrap_or(&self.listen))
+    }
+
+    /// The address the other nodes use for its cluster port.
+    pub fn cluster_addr(&self) -> String {
+        local_addr(
+            self.cluster_advertise
+                .as_deref()
+                .unwrap_or(&self.cluster_listen),
+        )
+    }
+}
+
+/// The address a client on this machine uses to reach something listening on `listen`: an
+/// unspecified address (`0.0.0.0`, `::`) becomes the loopback address.
+pub fn local_addr(listen: &str) -> String {
+    match listen.parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()).to_string()
+        }
+        _ => listen.to_owned(),
+    }
+}
+
+/// A fresh node id for `node.toml`: random, nonzero, and below 2^63 (TOML integers are
+/// signed 64-bit, so a larger id could not be written).
+///
+/// # Errors
+/// If the system random source fails.
+pub fn fresh_node_id() -> Result<u64> {
+    loop {
+        let id = crate::pki::new_node_id()? >> 1;
+        if id != 0 {
+            return Ok(id);
+        }
+    }
+}
+
+/// Sorts `node2` before `node10`: the name without its trailing digits, then their value.
+fn natural_key(name: &str) -> (&str, u64, &str) {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let digits = &name[stem.len()..];
+    (stem, digits.parse().unwrap_or(0), name)
 }
 
 /// Writes a new file that must not exist yet, with the given mode from the first byte on (so a
@@ -298,11 +413,56 @@ mod tests {
 
     #[test]
     fn node_toml_has_exactly_the_daemon_fields() {
-        let text = toml::to_string(&NodeToml::standard("node1", "127.0.0.1:5700")).unwrap();
+        let node = NodeToml::standard("node1", 42, "127.0.0.1:5700", "127.0.0.1:5701");
+        let text = toml::to_string(&node).unwrap();
         assert_eq!(
             text,
-            "node_name = \"node1\"\nlisten = \"127.0.0.1:5700\"\ndata_dir = \"data\"\n\
+            "node_name = \"node1\"\nnode_id = 42\nlisten = \"127.0.0.1:5700\"\n\
+             cluster_listen = \"127.0.0.1:5701\"\ndata_dir = \"data\"\n\
              ca_cert = \"../ca.pem\"\nnode_cert = \"node.pem\"\nnode_key = \"node.key\"\n"
         );
+        assert_eq!(toml::from_str::<NodeToml>(&text).unwrap(), node);
+        assert_eq!(node.client_addr(), "127.0.0.1:5700");
+        assert_eq!(node.cluster_addr(), "127.0.0.1:5701");
+    }
+
+    #[test]
+    fn node_toml_with_advertised_addresses_and_raft_tuning() {
+        let mut node = NodeToml::standard("n", 7, "0.0.0.0:5700", "0.0.0.0:5701");
+        assert_eq!(node.client_addr(), "127.0.0.1:5700");
+        assert_eq!(node.cluster_addr(), "127.0.0.1:5701");
+        node.advertise = Some("hsm-a.example:5700".into());
+        node.cluster_advertise = Some("10.0.0.1:5701".into());
+        node.raft = Some(RaftToml {
+            heartbeat_ms: Some(50),
+            election_min_ms: Some(300),
+            ..RaftToml::default()
+        });
+        let text = toml::to_string(&node).unwrap();
+        assert!(
+            text.ends_with("[raft]\nheartbeat_ms = 50\nelection_min_ms = 300\n"),
+            "{text}"
+        );
+        assert_eq!(toml::from_str::<NodeToml>(&text).unwrap(), node);
+        assert_eq!(node.client_addr(), "hsm-a.example:5700");
+        assert_eq!(node.cluster_addr(), "10.0.0.1:5701");
+    }
+
+    #[test]
+    fn fresh_node_ids_fit_in_toml() {
+        for _ in 0..64 {
+            let id = fresh_node_id().unwrap();
+            assert!(id != 0 && i64::try_from(id).is_ok());
+            let node = NodeToml::standard("n", id, "127.0.0.1:1", "127.0.0.1:2");
+            let back: NodeToml = toml::from_str(&toml::to_string(&node).unwrap()).unwrap();
+            assert_eq!(back.node_id, id);
+        }
+    }
+
+    #[test]
+    fn node_names_sort_naturally() {
+        let mut names = vec!["node10", "node2", "node1", "alpha"];
+        names.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        assert_eq!(names, ["alpha", "node1", "node2", "node10"]);
     }
 }

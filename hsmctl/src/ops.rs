@@ -1,39 +1,12 @@
-//! The commands that talk to a running node: `unseal`, `status`, `user create`.
+//! The commands that talk to one running node: `unseal`, `user create`.
 
-use crate::client::{NodeClient, load_config};
+use crate::client::NodeClient;
 use crate::error::{CtlError, Result};
 use crate::secret_input;
 use hsm_proto::SecretBytes;
-use hsm_proto::msg::{NodeStatus, Role, SealState, UnsealSecret, UserType};
+use hsm_proto::config::ModuleConfig;
+use hsm_proto::msg::{Role, SealState, UnsealSecret, UserType};
 use std::path::Path;
-
-/// Prints a node's status for a human.
-pub fn print_status(status: &NodeStatus, addr: &str) {
-    let state = match status.seal {
-        SealState::Sealed => "SEALED (run `hsmctl unseal`)",
-        SealState::Unsealed => "unsealed",
-    };
-    println!("node:     {} ({addr})", status.node);
-    println!("cluster:  {}", status.cluster);
-    println!("state:    {state}");
-    if status.dev_unseal {
-        println!("unseal:   development key file (NOT for production)");
-    }
-    println!("objects:  {}", status.objects);
-    println!("version:  {}", status.version);
-}
-
-/// `hsmctl status`.
-///
-/// # Errors
-/// If the node cannot be reached.
-pub async fn status(config: &Path) -> Result<()> {
-    let config = load_config(config)?;
-    let mut client = NodeClient::connect(&config).await?;
-    let status = client.status().await?;
-    print_status(&status, &client.addr);
-    Ok(())
-}
 
 /// Reads a development key file into an unseal secret.
 ///
@@ -44,43 +17,80 @@ pub fn dev_key_secret(path: &Path) -> Result<UnsealSecret> {
     Ok(UnsealSecret::DevKey(SecretBytes::new(bytes)))
 }
 
-/// `hsmctl unseal`: unseals with a passphrase (`$HSM_UNSEAL_PASSPHRASE` or a prompt) or a
-/// development key file. An already unsealed node is left alone.
+/// `hsmctl unseal`: unseals every sealed node the configuration lists (one with `--node`),
+/// with a passphrase (`$HSM_UNSEAL_PASSPHRASE` or a prompt, asked once) or a development key
+/// file. Unsealed nodes are left alone; unreachable ones are reported and skipped.
 ///
 /// # Errors
-/// If the node cannot be reached or refuses the secret.
-pub async fn unseal(config: &Path, dev_key_file: Option<&Path>) -> Result<()> {
-    let config = load_config(config)?;
-    let mut client = NodeClient::connect(&config).await?;
-    let before = client.status().await?;
-    if before.seal == SealState::Unsealed {
-        println!("{}: already unsealed", client.node);
-        return Ok(());
-    }
-    let secret = match dev_key_file {
-        Some(path) => dev_key_secret(path)?,
-        None if before.dev_unseal => {
-            return Err(CtlError::Usage(format!(
-                "{} was initialized for development and unseals with its key file: \
-                 pass --dev-key-file (D/dev.key in its cluster directory)",
-                client.node
-            )));
-        }
-        None => UnsealSecret::Passphrase(secret_input::obtain(
-            secret_input::ENV_UNSEAL,
-            "Unseal passphrase: ",
-            false,
-        )?),
+/// If no node can be reached, or a node refuses the secret.
+pub async fn unseal(config: &ModuleConfig, dev_key_file: Option<&Path>) -> Result<()> {
+    let mut secret: Option<UnsealSecret> = match dev_key_file {
+        Some(path) => Some(dev_key_secret(path)?),
+        None => None,
     };
-    client.unseal(secret).await?;
-    let status = client.status().await?;
-    if status.seal != SealState::Unsealed {
-        return Err(CtlError::Unexpected(
-            "the node accepted the secret but still reports sealed".into(),
-        ));
+    let mut reached = 0;
+    let mut last_err = None;
+    for addr in &config.nodes {
+        let mut client = match NodeClient::connect_to(config, addr).await {
+            Ok(client) => client,
+            Err(e) => {
+                if config.nodes.len() > 1 {
+                    eprintln!("{addr}: skipped: {e}");
+                }
+                last_err = Some(e);
+                continue;
+            }
+        };
+        reached += 1;
+        let before = client.status().await?;
+        match before.seal {
+            SealState::Sealed => {}
+            SealState::Unsealed => {
+                println!("{}: already unsealed", client.node);
+                continue;
+            }
+            SealState::AwaitingJoin => {
+                println!("{}: already unsealed, awaiting join", client.node);
+                continue;
+            }
+        }
+        let secret = match (&secret, before.dev_unseal) {
+            (Some(secret), _) => secret.clone(),
+            (None, true) => {
+                return Err(CtlError::Usage(format!(
+                    "{} was initialized for development and unseals with its key file: \
+                     pass --dev-key-file (D/dev.key in its cluster directory)",
+                    client.node
+                )));
+            }
+            (None, false) => secret
+                .insert(UnsealSecret::Passphrase(secret_input::obtain(
+                    secret_input::ENV_UNSEAL,
+                    "Unseal passphrase: ",
+                    false,
+                )?))
+                .clone(),
+        };
+        client.unseal(secret).await?;
+        match client.status().await?.seal {
+            SealState::Sealed => {
+                return Err(CtlError::Unexpected(format!(
+                    "{} accepted the secret but still reports sealed",
+                    client.node
+                )));
+            }
+            SealState::Unsealed => println!("{}: unsealed", client.node),
+            SealState::AwaitingJoin => println!(
+                "{}: unsealed, awaiting join (`hsmctl node join --name {}`)",
+                client.node, client.node
+            ),
+        }
     }
-    println!("{}: unsealed", client.node);
-    Ok(())
+    match (reached, last_err) {
+        (0, Some(e)) => Err(e),
+        (0, None) => Err(CtlError::Config("the configuration names no node".into())),
+        _ => Ok(()),
+    }
 }
 
 /// `hsmctl user create`: logs in as an admin (`$HSM_SO_PIN` = `name:password`, or a prompt)
@@ -88,13 +98,12 @@ pub async fn unseal(config: &Path, dev_key_file: Option<&Path>) -> Result<()> {
 ///
 /// # Errors
 /// If login or creation fails.
-pub async fn create_user(config: &Path, name: &str, role: Role) -> Result<()> {
+pub async fn create_user(config: &ModuleConfig, name: &str, role: Role) -> Result<()> {
     if name.is_empty() || name.contains(':') {
         return Err(CtlError::Usage(format!(
             "user name {name:?}: must be non-empty and contain no ':'"
         )));
     }
-    let config = load_config(config)?;
     let so_pin = secret_input::obtain(
         secret_input::ENV_SO_PIN,
         "Admin PIN (name:password): ",
@@ -106,7 +115,7 @@ pub async fn create_user(config: &Path, name: &str, role: Role) -> Result<()> {
         &format!("Password for the new user {name:?}: "),
         true,
     )?;
-    let mut client = NodeClient::connect(&config).await?;
+    let mut client = NodeClient::connect(config).await?;
     client
         .login(UserType::SecurityOfficer, &admin, admin_password)
         .await?;
