@@ -1,5 +1,6 @@
-//! One test cluster: a cluster directory made by `hsmctl init --dev`, a real `hsm-daemon run`
-//! child process on its own port, unsealed, with the crypto user `alice`.
+//! One test cluster of one node: a cluster directory made by `hsmctl init --dev`, a real
+//! `hsm-daemon run` child process on its own ports, unsealed (a one-node consensus), with the
+//! crypto user `alice`. Several nodes: [`crate::multi::MultiCluster`].
 
 use crate::build::artifacts;
 use nix::sys::signal::{self, Signal};
@@ -145,7 +146,8 @@ impl Cluster {
             .arg("--dir")
             .arg(dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--cluster-name", "test-cluster"])
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--cluster-name", "hsm-cluster"])
             .arg("--daemon-bin")
             .arg(&art.daemon)
             .stdin(Stdio::null())
@@ -157,17 +159,21 @@ impl Cluster {
 
     fn start_in(dir: PathBuf, owned: Option<TestDir>) -> Cluster {
         let (port, env) = Cluster::init_only(&dir);
-        // The module logs to a file the harness prints when a test fails.
-        let conf_path = dir.join("pkcs11.toml");
-        let mut conf: toml::Table =
-            toml::from_str(&fs::read_to_string(&conf_path).expect("read pkcs11.toml"))
-                .expect("parse pkcs11.toml");
-        conf.insert(
-            "log_file".into(),
-            dir.join("module.log").to_string_lossy().into_owned().into(),
-        );
-        conf.insert("log_level".into(), "debug".into());
-        fs::write(&conf_path, toml::to_string(&conf).expect("encode")).expect("write pkcs11.toml");
+        // The module logs to a file the harness prints when a test fails, whichever of the two
+        // client configurations it is loaded with (hsmctl ignores these settings).
+        for file in ["pkcs11.toml", "admin.toml"] {
+            let conf_path = dir.join(file);
+            let mut conf: toml::Table =
+                toml::from_str(&fs::read_to_string(&conf_path).expect("read client config"))
+                    .expect("parse client config");
+            conf.insert(
+                "log_file".into(),
+                dir.join("module.log").to_string_lossy().into_owned().into(),
+            );
+            conf.insert("log_level".into(), "debug".into());
+            fs::write(&conf_path, toml::to_string(&conf).expect("encode"))
+                .expect("write client config");
+        }
 
         let mut cluster = Cluster {
             port,
@@ -188,6 +194,7 @@ impl Cluster {
             }
         }
         cluster.unseal();
+        crate::multi::wait_for_leader_at(&cluster.dir, None, START_TIMEOUT);
         let password = cluster.user_password().to_owned();
         cluster.create_user("alice", &password);
         cluster
@@ -216,6 +223,18 @@ impl Cluster {
     /// The module configuration (application certificate).
     pub fn module_config(&self) -> PathBuf {
         self.dir.join("pkcs11.toml")
+    }
+
+    /// The admin client configuration (admin certificate): hsmctl's, and the module's for
+    /// tests of admin requests (`C_InitPIN`), which need an admin certificate.
+    pub fn admin_config(&self) -> PathBuf {
+        self.dir.join("admin.toml")
+    }
+
+    /// The node's certificate and key (a node certificate, refused on the client port).
+    pub fn node_cert(&self) -> (PathBuf, PathBuf) {
+        let node = self.dir.join(NODE);
+        (node.join("node.pem"), node.join("node.key"))
     }
 
     /// The cluster CA certificate.
@@ -311,6 +330,12 @@ impl Cluster {
             fs::write(&path, toml::to_string(&table).expect("encode")).expect("write config");
         };
         edit(self.node_toml(), "listen", addr.clone().into());
+        // Before the first unseal nothing has recorded the cluster port yet: it moves too.
+        edit(
+            self.node_toml(),
+            "cluster_listen",
+            format!("127.0.0.1:{}", free_port()).into(),
+        );
         for file in ["pkcs11.toml", "admin.toml"] {
             edit(
                 self.dir.join(file),

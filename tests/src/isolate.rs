@@ -8,6 +8,7 @@
 
 use crate::build::{SKIP_BUILD_ENV, artifacts};
 use crate::cluster::{CLUSTER_DIR_ENV, Cluster, TestDir, tail};
+use crate::multi::{MultiCluster, pinned_config_path};
 use crate::token::Token;
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -70,11 +71,13 @@ pub fn run_in_own_process(
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            // Its daemon would outlive it.
-            if let Some(pid) =
+            // Its daemons would outlive it (`daemon.pid` has one pid a line).
+            if let Some(pids) =
                 cluster_dir.and_then(|d| fs::read_to_string(d.join("daemon.pid")).ok())
             {
-                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+                for pid in pids.split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
             }
             break None;
         }
@@ -96,9 +99,21 @@ pub fn run_in_own_process(
     );
 }
 
-/// Runs `body` in a process of its own with a fresh cluster and the module loaded for it.
-/// `name` must be the name of the calling `#[test]` function.
+/// Runs `body` in a process of its own with a fresh cluster and the module loaded for it with
+/// the application certificate (`pkcs11.toml`). `name` must be the name of the calling
+/// `#[test]` function.
 pub fn isolated(name: &str, body: impl FnOnce(&mut Cluster, Token)) {
+    isolated_with(name, "pkcs11.toml", body);
+}
+
+/// As [`isolated`], with the module loaded with the admin certificate (`admin.toml`): for
+/// tests of admin requests such as `C_InitPIN`, which the node serves to admin certificates
+/// only.
+pub fn isolated_as_admin(name: &str, body: impl FnOnce(&mut Cluster, Token)) {
+    isolated_with(name, "admin.toml", body);
+}
+
+fn isolated_with(name: &str, config_file: &str, body: impl FnOnce(&mut Cluster, Token)) {
     if is_child(name) {
         let mut cluster = Cluster::start();
         let token = Token::load(&cluster);
@@ -113,7 +128,53 @@ pub fn isolated(name: &str, body: impl FnOnce(&mut Cluster, Token)) {
             (CLUSTER_DIR_ENV, cluster_dir.clone().into_os_string()),
             (
                 hsm_proto::config::MODULE_CONFIG_ENV,
-                cluster_dir.join("pkcs11.toml").into_os_string(),
+                cluster_dir.join(config_file).into_os_string(),
+            ),
+        ],
+        root.path(),
+        Some(&cluster_dir),
+    );
+}
+
+/// Runs `body` in a process of its own with a fresh cluster of `nodes` nodes
+/// ([`MultiCluster::start`]) and the module loaded for it: with every node
+/// (`pinned: None`, `D/pkcs11.toml`), or pinned to node index `i` (`Some(i)`,
+/// [`MultiCluster::module_config_for`]). `name` must be the name of the calling `#[test]`.
+pub fn isolated_cluster(
+    name: &str,
+    nodes: usize,
+    pinned: Option<usize>,
+    body: impl FnOnce(&mut MultiCluster, Token),
+) {
+    let config_path = |dir: &Path| match pinned {
+        Some(i) => pinned_config_path(dir, &format!("node{}", i + 1)),
+        None => dir.join("pkcs11.toml"),
+    };
+    if is_child(name) {
+        let mut cluster = MultiCluster::start(nodes);
+        if let Some(i) = pinned {
+            cluster.module_config_for(i);
+        }
+        let conf = std::env::var_os(hsm_proto::config::MODULE_CONFIG_ENV)
+            .expect("HSM_PKCS11_CONF must be set (use hsm_tests::isolated_cluster)");
+        assert_eq!(
+            Path::new(&conf),
+            config_path(&cluster.dir),
+            "HSM_PKCS11_CONF points at another cluster"
+        );
+        let token = Token::load_with_pin(&cluster.user_pin);
+        body(&mut cluster, token);
+        return;
+    }
+    let root = TestDir::new(name);
+    let cluster_dir = root.path().join("cluster");
+    run_in_own_process(
+        name,
+        &[
+            (CLUSTER_DIR_ENV, cluster_dir.clone().into_os_string()),
+            (
+                hsm_proto::config::MODULE_CONFIG_ENV,
+                config_path(&cluster_dir).into_os_string(),
             ),
         ],
         root.path(),

@@ -1,20 +1,22 @@
 //! The node's TLS front door, spoken to directly with `hsm_proto::tls` and `tokio-rustls`:
-//! only clients with a certificate from the cluster CA get answers, and a peer that sends
-//! garbage loses its connection without hurting anyone else's.
+//! only clients with an admin or application certificate from the cluster CA get answers,
+//! admin requests need the admin certificate, and a peer that sends garbage loses its
+//! connection without hurting anyone else's.
 
 use hsm_proto::frame;
-use hsm_proto::msg::NodeStatus;
-use hsm_proto::{Envelope, Request, RequestId, Response};
+use hsm_proto::msg::{NodeStatus, Role, SealState, UserType};
+use hsm_proto::{Envelope, ErrorCode, Password, Request, RequestId, Response};
+use hsm_tests::cluster::{assert_success, tail};
 use hsm_tests::{Cluster, TestDir};
 use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -51,15 +53,9 @@ async fn open(addr: &str, config: ClientConfig) -> Result<TlsStream<TcpStream>, 
 }
 
 async fn status_on(tls: &mut TlsStream<TcpStream>, id: u64) -> Result<NodeStatus, String> {
-    frame::write_message(
-        tls,
-        &Envelope {
-            id: RequestId(id),
-            body: Request::Status,
-        },
-    )
-    .await
-    .map_err(|e| format!("write: {e}"))?;
+    frame::write_message(tls, &Envelope::new(RequestId(id), Request::Status))
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let reply: Envelope<Response> = frame::read_message(tls)
         .await
         .map_err(|e| format!("read: {e}"))?;
@@ -113,7 +109,7 @@ fn only_clients_of_the_cluster_ca_are_served() {
             .await
             .expect("a client with the cluster's app certificate gets the status");
         assert_eq!(status.node, "node1");
-        assert_eq!(status.cluster, "test-cluster");
+        assert_eq!(status.cluster, "hsm-cluster");
 
         let anonymous =
             hsm_proto::tls::anonymous_client_config(&cluster.ca_cert()).expect("config");
@@ -192,4 +188,200 @@ fn garbage_frames_drop_only_that_connection() {
             .await
             .expect("new connection");
     });
+}
+
+/// Sends one request and reads its answer.
+async fn request_on(
+    tls: &mut TlsStream<TcpStream>,
+    id: u64,
+    request: Request,
+) -> Result<Response, String> {
+    frame::write_message(tls, &Envelope::new(RequestId(id), request))
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let reply: Envelope<Response> = frame::read_message(tls)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    assert_eq!(reply.id, RequestId(id));
+    Ok(reply.body)
+}
+
+/// Waits until the daemon's log has a line with `needle`.
+fn wait_for_daemon_log(cluster: &Cluster, needle: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(cluster.daemon_log_path())
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(needle))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon log has no line with {needle:?}:\n{}",
+            tail(&cluster.daemon_log_path(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A client certificate the cluster CA signed without any role, as an older hsmctl made them.
+fn roleless_client(cluster: &Cluster, dir: &Path) -> (PathBuf, PathBuf) {
+    let ca_pem = std::fs::read_to_string(cluster.dir.join("ca.key")).expect("read ca.key");
+    let ca_key = KeyPair::from_pem(&ca_pem).expect("CA key");
+    let mut ca_params = CertificateParams::default();
+    let mut ca_dn = DistinguishedName::new();
+    ca_dn.push(DnType::CommonName, "hsm-cluster cluster CA");
+    ca_params.distinguished_name = ca_dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "old-client");
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    let cert_path = dir.join("roleless.pem");
+    let key_path = dir.join("roleless.key");
+    std::fs::write(&cert_path, cert.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    (cert_path, key_path)
+}
+
+#[test]
+fn the_client_port_serves_only_admin_and_application_certificates() {
+    let cluster = Cluster::start();
+    let scratch = TestDir::new("client-port-roles");
+    let addr = cluster.addr();
+    runtime().block_on(async {
+        // The node's own certificate is from the cluster CA, but it is a node's.
+        let (cert, key) = cluster.node_cert();
+        let node = hsm_proto::tls::client_config(&cluster.ca_cert(), &cert, &key).expect("config");
+        let refused = try_status(&addr, node).await;
+        assert!(
+            refused.is_err(),
+            "a node certificate was served on the client port: {refused:?}"
+        );
+        wait_for_daemon_log(&cluster, "refused CN=node1 with role node");
+
+        // A certificate of the cluster CA that carries no role.
+        let (cert, key) = roleless_client(&cluster, scratch.path());
+        let roleless =
+            hsm_proto::tls::client_config(&cluster.ca_cert(), &cert, &key).expect("config");
+        let refused = try_status(&addr, roleless).await;
+        assert!(
+            refused.is_err(),
+            "a certificate without a role was served: {refused:?}"
+        );
+        wait_for_daemon_log(
+            &cluster,
+            "certificate of CN=old-client carries no hsm role; reissue it with this version of \
+             hsmctl",
+        );
+
+        // Admin and application certificates are served; the refusals hurt nobody.
+        let (cert, key) = cluster.client_cert("admin");
+        let admin = hsm_proto::tls::client_config(&cluster.ca_cert(), &cert, &key).expect("config");
+        try_status(&addr, admin).await.expect("admin certificate");
+        try_status(&addr, app_config(&cluster))
+            .await
+            .expect("application certificate");
+    });
+}
+
+#[test]
+fn admin_requests_need_the_admin_certificate() {
+    let mut cluster = Cluster::start();
+    let addr = cluster.addr();
+    let (admin, admin_password) = cluster.so_pin.split_once(':').expect("name:password");
+    let (admin, admin_password) = (admin.to_owned(), admin_password.to_owned());
+    let refused_for_the_certificate = |r: Response| match r {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::UserNotLoggedIn, "{e}");
+            assert!(
+                e.message.contains(
+                    "admin requests need an admin certificate (admin.toml), not an application \
+                     certificate"
+                ),
+                "{e}"
+            );
+        }
+        other => panic!("an admin request through an application certificate: {other:?}"),
+    };
+    runtime().block_on(async {
+        // With the application certificate, the admin's login succeeds but admin requests fail.
+        let mut tls = open(&addr, app_config(&cluster)).await.expect("connect");
+        let login = Request::Login {
+            user_type: UserType::SecurityOfficer,
+            username: admin.clone(),
+            password: Password::new(admin_password.clone()),
+        };
+        match request_on(&mut tls, 1, login).await.expect("login") {
+            Response::LoggedIn { role } => assert_eq!(role, Role::Admin),
+            other => panic!("admin login: {other:?}"),
+        }
+        let create = Request::CreateUser {
+            username: "mallory".into(),
+            password: Password::new("mallory-password-1".into()),
+            role: Role::CryptoUser,
+        };
+        refused_for_the_certificate(request_on(&mut tls, 2, create).await.expect("create"));
+        let init_pin = Request::InitPin {
+            username: "mallory".into(),
+            password: Password::new("mallory-password-1".into()),
+        };
+        refused_for_the_certificate(request_on(&mut tls, 3, init_pin).await.expect("init pin"));
+        // Status stays allowed for every role.
+        status_on(&mut tls, 4).await.expect("status");
+    });
+
+    // hsmctl with the application configuration: refused even with the admin password.
+    let app_toml = cluster.module_config().to_string_lossy().into_owned();
+    let out = cluster.hsmctl(
+        &["user", "create", "mallory", "--config", &app_toml],
+        &[
+            ("HSM_SO_PIN", cluster.so_pin.as_str()),
+            ("HSM_NEW_USER_PASSWORD", "mallory-password-2"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "hsmctl created a user through the application certificate"
+    );
+    assert!(
+        stderr.contains("admin certificate (admin.toml)"),
+        "{stderr}"
+    );
+    // Nothing was created: the admin configuration creates mallory now.
+    cluster.create_user("mallory", "mallory-password-3");
+
+    // Unseal, too, needs the admin certificate.
+    cluster.restart_sealed();
+    let key = cluster.dir.join("dev.key").to_string_lossy().into_owned();
+    let out = cluster.hsmctl(
+        &["unseal", "--config", &app_toml, "--dev-key-file", &key],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "hsmctl unsealed through the application certificate"
+    );
+    assert!(
+        stderr.contains("admin certificate (admin.toml)"),
+        "{stderr}"
+    );
+    let out = cluster.hsmctl(&["status", "--config", &app_toml], &[]);
+    assert_success("hsmctl status with the application certificate", &out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SEALED"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    cluster.unseal();
+    let status = runtime()
+        .block_on(try_status(&addr, app_config(&cluster)))
+        .expect("status");
+    assert_eq!(status.seal, SealState::Unsealed);
 }

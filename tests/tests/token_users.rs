@@ -1,6 +1,7 @@
 //! Users through PKCS#11: `C_InitPIN` in an SO session creates (or resets) the crypto user
 //! named in the PIN, who can then log in and use keys; `C_SetPIN` changes the logged-in
-//! user's password (the old one stops working).
+//! user's password (the old one stops working). `C_InitPIN` is an admin request: it needs the
+//! admin certificate (the module loaded with `admin.toml`) as well as the SO login.
 
 use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
@@ -8,7 +9,8 @@ use cryptoki::object::Attribute;
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use hsm_tests::keys::{aes_key, by_label, find};
-use hsm_tests::{assert_ckr, isolated};
+use hsm_tests::{assert_ckr, isolated, isolated_as_admin};
+use std::time::{Duration, Instant};
 
 fn pin(p: &str) -> AuthPin {
     AuthPin::from(p.to_owned())
@@ -20,7 +22,7 @@ fn login(s: &Session, user: UserType, p: &str) -> cryptoki::error::Result<()> {
 
 #[test]
 fn init_pin_creates_a_user_and_set_pin_changes_the_password() {
-    isolated(
+    isolated_as_admin(
         "init_pin_creates_a_user_and_set_pin_changes_the_password",
         |cluster, token| {
             let s = token.session();
@@ -105,6 +107,40 @@ fn init_pin_creates_a_user_and_set_pin_changes_the_password() {
             login(&s, UserType::User, "bob:reset-password").expect("the reset password works");
             s.logout().expect("C_Logout");
             login(&s, UserType::So, &cluster.so_pin).expect("the admin's password is intact");
+        },
+    );
+}
+
+#[test]
+fn init_pin_through_the_application_certificate_is_refused() {
+    isolated(
+        "init_pin_through_the_application_certificate_is_refused",
+        |cluster, token| {
+            let s = token.session();
+            // The admin's password is not enough: the module holds an application certificate.
+            login(&s, UserType::So, &cluster.so_pin).expect("C_Login(CKU_SO)");
+            assert_ckr(
+                s.init_pin(&pin("bob:first-password")),
+                RvError::UserNotLoggedIn,
+            );
+            s.logout().expect("C_Logout");
+            assert_ckr(
+                login(&s, UserType::User, "bob:first-password"),
+                RvError::PinIncorrect,
+            );
+            // The module's log says why.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let log = std::fs::read_to_string(cluster.module_log_path()).unwrap_or_default();
+                if log.contains("admin requests need an admin certificate (admin.toml)") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the module log does not say why C_InitPIN was refused:\n{log}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         },
     );
 }
