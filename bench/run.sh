@@ -1,14 +1,53 @@
 #!/usr/bin/env bash
-# One command for the whole benchmark: SoftHSMv2 (installed if missing), a release build, a
-# throwaway 1-node development cluster on a free port, hsm-bench over limit / SoftHSMv2 / ours,
-# then the cluster is stopped and removed. Extra arguments go to hsm-bench, e.g.
+# One command for the whole benchmark: SoftHSMv2 (installed if missing), a release build,
+# throwaway development clusters of 1 and 3 nodes on free ports, hsm-bench over limit /
+# SoftHSMv2 / ours (1 node) / ours (3 nodes), then the clusters are stopped and removed.
+#
+#   bench/run.sh [--nodes LIST] [--no-build] [hsm-bench arguments]
+#
+#   --nodes LIST  cluster sizes to measure, one "ours" column each [default: 1,3, or
+#                 $HSM_BENCH_NODES]: --nodes 1 or --nodes 3 skips the other one
+#   --no-build    use the binaries already built
+#
+# Everything else goes to hsm-bench, e.g.
 #   bench/run.sh --seconds 5 --large-find
-#   bench/run.sh --ops p256-sign,aes-gcm-1k --sessions 1,16
-# Results: target/bench-results/{results.md,chart.png,*.jsonl} (or --out DIR).
+#   bench/run.sh --nodes 3 --ops p256-sign,aes-create --sessions 1,16
+# Binaries come from ${CARGO_TARGET_DIR:-target}/release. Results:
+# target/bench-results/{results.md,chart.png,*.jsonl} (or --out DIR).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+bin="${CARGO_TARGET_DIR:-target}/release"
+
+nodes_list="${HSM_BENCH_NODES:-1,3}"
+build=1
+bench_args=()
+while (($#)); do
+    case "$1" in
+    --nodes)
+        [[ $# -ge 2 ]] || { echo "run.sh: --nodes needs a list, e.g. 1,3" >&2; exit 2; }
+        nodes_list="$2"
+        shift 2
+        ;;
+    --nodes=*) nodes_list="${1#--nodes=}"; shift ;;
+    --no-build) build=0; shift ;;
+    *) bench_args+=("$1"); shift ;;
+    esac
+done
+IFS=',' read -r -a cluster_sizes <<<"$nodes_list"
+for n in "${cluster_sizes[@]}"; do
+    [[ "$n" =~ ^[1-9]$ ]] || { echo "run.sh: --nodes takes sizes from 1 to 9, not ${n@Q}" >&2; exit 2; }
+done
+# No cluster when the ours column is not measured (--targets without "ours").
+for ((i = 0; i < ${#bench_args[@]}; i++)); do
+    case "${bench_args[i]}" in
+    --targets) targets="${bench_args[i + 1]:-}" ;;
+    --targets=*) targets="${bench_args[i]#--targets=}" ;;
+    *) continue ;;
+    esac
+    [[ ",$targets," == *,ours,* ]] || cluster_sizes=()
+done
 
 # --- SoftHSMv2 and a font for the chart (Debian packages; idempotent) -----------------------
 missing=()
@@ -23,45 +62,61 @@ if ((${#missing[@]})); then
 fi
 
 # --- build ---------------------------------------------------------------------------------
-cargo build --release -p hsm-daemon -p hsm-pkcs11 -p hsmctl -p hsm-bench
+if ((build)); then
+    cargo build --release -p hsm-daemon -p hsm-pkcs11 -p hsmctl -p hsm-bench
+fi
 
-# --- a throwaway 1-node dev cluster ----------------------------------------------------------
+# --- throwaway dev clusters, one per size ------------------------------------------------------
 work="$(mktemp -d "${TMPDIR:-/tmp}/hsm-bench-cluster.XXXXXX")"
-cluster_pid=""
+cluster_pids=()
 cleanup() {
-    if [[ -n "$cluster_pid" ]] && kill -0 "$cluster_pid" 2>/dev/null; then
-        kill -TERM "$cluster_pid" 2>/dev/null || true
-        wait "$cluster_pid" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "${cluster_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${cluster_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port="$(target/release/hsm-bench free-port)"
-# hsmctl's log holds the generated dev passwords: it stays in $work (removed at exit) and is
-# only ever shown with PIN lines filtered out.
-target/release/hsmctl dev --no-build --dir "$work/cluster" --port "$port" >"$work/hsmctl.log" 2>&1 &
-cluster_pid=$!
-for _ in $(seq 1 240); do
-    grep -q "The development cluster is running" "$work/hsmctl.log" 2>/dev/null && break
-    if ! kill -0 "$cluster_pid" 2>/dev/null; then
-        echo "run.sh: hsmctl dev exited; its log (PIN lines removed):" >&2
-        grep -v -i "pin" "$work/hsmctl.log" | tail -n 30 >&2
-        exit 1
-    fi
-    sleep 0.25
-done
-if ! grep -q "The development cluster is running" "$work/hsmctl.log"; then
-    echo "run.sh: the dev cluster did not come up within 60 s; its log (PIN lines removed):" >&2
-    grep -v -i "pin" "$work/hsmctl.log" | tail -n 30 >&2
-    exit 1
-fi
-echo "run.sh: 1-node dev cluster on 127.0.0.1:$port (in $work)"
+# start_cluster N: `hsmctl dev --nodes N` in $work/cN on 2N free consecutive ports; waits
+# until it runs, then exports HSM_BENCH_PIN_N (the user PIN; never printed) and sets conf_N.
+start_cluster() {
+    local n=$1 dir="$work/c$1" log="$work/hsmctl-$1.log" port pid
+    port="$("$bin/hsm-bench" free-port --count $((2 * n)))"
+    # hsmctl's log holds the generated dev passwords: it stays in $work (removed at exit) and
+    # is only ever shown with PIN lines filtered out.
+    "$bin/hsmctl" dev --no-build --nodes "$n" --dir "$dir" --port "$port" >"$log" 2>&1 &
+    pid=$!
+    cluster_pids+=("$pid")
+    local deadline=$((SECONDS + 60 + 60 * n))
+    until grep -q "The development cluster is running" "$log" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null || ((SECONDS > deadline)); then
+            echo "run.sh: the $n-node dev cluster did not come up; its log (PIN lines removed):" >&2
+            grep -v -i "pin" "$log" | tail -n 30 >&2
+            exit 1
+        fi
+        sleep 0.25
+    done
+    # HSM_PKCS11_MODULE, HSM_PKCS11_CONF, HSM_PIN from the cluster's env file, in a subshell
+    # so that the clusters' variables do not mix.
+    export "HSM_BENCH_PIN_$n=$(. "$dir/env" && printf '%s' "$HSM_PIN")"
+    printf -v "conf_$n" '%s' "$(. "$dir/env" && printf '%s' "$HSM_PKCS11_CONF")"
+    export HSM_PKCS11_MODULE
+    HSM_PKCS11_MODULE="$(. "$dir/env" && printf '%s' "$HSM_PKCS11_MODULE")"
+    echo "run.sh: $n-node dev cluster on 127.0.0.1:$port-$((port + 2 * n - 1)) (in $dir)"
+}
 
-# HSM_PKCS11_MODULE, HSM_PKCS11_CONF, HSM_PIN, HSM_SO_PIN: exported for hsm-bench, never printed.
-# shellcheck disable=SC1091
-source "$work/cluster/env"
+ours=()
+for n in "${cluster_sizes[@]}"; do
+    start_cluster "$n"
+    conf_var="conf_$n"
+    if ((n == 1)); then label="ours (1 node)"; else label="ours ($n nodes)"; fi
+    ours+=(--ours "$label=${!conf_var},pin-env=HSM_BENCH_PIN_$n")
+done
 
 # Other work on the machine disturbs the numbers: count concurrent compilations while we run.
 (while sleep 1; do pgrep -c -x rustc || true; done) >"$work/rustc.samples" 2>/dev/null &
@@ -69,7 +124,7 @@ sampler=$!
 
 # The tokens are throwaway: skip destroying the C_FindObjects population at the end.
 status=0
-target/release/hsm-bench --no-cleanup "$@" || status=$?
+"$bin/hsm-bench" --no-cleanup "${ours[@]}" "${bench_args[@]}" || status=$?
 kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
 awk '{ n++; if ($1 > 0) busy++; if ($1 > max) max = $1 }

@@ -50,7 +50,9 @@ fn color(target: &str) -> RGBColor {
         "limit" => RGBColor(150, 150, 150),
         "softhsm" => RGBColor(230, 130, 30),
         "ours" => RGBColor(40, 100, 200),
-        _ => RGBColor(60, 160, 90),
+        "ours2" => RGBColor(60, 160, 90),
+        "ours3" => RGBColor(140, 80, 180),
+        _ => RGBColor(40, 170, 190),
     }
 }
 
@@ -97,7 +99,9 @@ pub fn draw(path: &Path, columns: &[Column], font: Option<&Path>) -> Result<()> 
     if all.is_empty() {
         return Err(BenchError::Chart("nothing measured".into()));
     }
-    let lo = 10f64.powf(all.iter().copied().fold(f64::MAX, f64::min).log10().floor());
+    // The power of ten strictly below the smallest value: a 10/s bar on an axis starting at
+    // 10 would have no length.
+    let lo = 10f64.powf((all.iter().copied().fold(f64::MAX, f64::min).log10() - 1e-6).floor());
     let hi = 10f64.powf(all.iter().copied().fold(0.0, f64::max).log10().ceil() + 0.3);
 
     let bar = 11u32;

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod chart;
+mod columns;
 mod error;
 mod limit;
 mod measure;
@@ -18,6 +19,7 @@ mod softhsm;
 mod worker;
 
 use clap::{Args, Parser, Subcommand};
+use columns::OursSpec;
 use error::{BenchError, Result, io};
 use ops::Op;
 use report::Column;
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use worker::Plan;
 
-/// The columns, in table order.
+/// The kinds of column, in table order (`ours` stands for every ours column).
 const TARGETS: &[&str] = &["limit", "softhsm", "ours"];
 
 #[derive(Parser, Debug)]
@@ -47,8 +49,12 @@ struct Cli {
 enum Cmd {
     /// Re-render the table and chart from the results files in --out.
     Report(ReportArgs),
-    /// Print a free TCP port on 127.0.0.1 (for scripts).
-    FreePort,
+    /// Print a free TCP port on 127.0.0.1 (for scripts); with --count N, the first of N
+    /// consecutive free ports.
+    FreePort(FreePortArgs),
+    /// Create COUNT AES-256 token keys through a module as fast as it takes them, from many
+    /// sessions, and leave them there (the scale test's fill; bench/scale.sh).
+    Fill(FillArgs),
     /// Measure one column (started by hsm-bench itself).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -56,9 +62,16 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Columns to measure: limit, softhsm, ours.
+    /// Columns to measure: limit, softhsm, ours (`ours` = every --ours column).
     #[arg(long, value_delimiter = ',', default_value = "limit,softhsm,ours")]
     targets: Vec<String>,
+    /// An ours column: `[LABEL=]CONF[,pin-env=VAR][,module=PATH][,token=LABEL]`. Repeat it
+    /// for more columns (e.g. a 1-node and a 3-node cluster); each column's worker gets
+    /// HSM_PKCS11_CONF=CONF and the PIN from $VAR [default: --ours-pin-env]. LABEL defaults
+    /// to "ours (N nodes)" from CONF's `nodes`. Without --ours: one column with the inherited
+    /// $HSM_PKCS11_CONF.
+    #[arg(long = "ours", value_name = "SPEC")]
+    ours: Vec<String>,
     /// Measured seconds per cell.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -82,19 +95,20 @@ struct RunArgs {
     #[arg(long, default_value = "target/bench-results")]
     out: PathBuf,
     /// Our module [default: $HSM_PKCS11_MODULE, else target/release/libhsm_pkcs11.so]. Any
-    /// PKCS#11 module works here.
+    /// PKCS#11 module works here. The default for every --ours column.
     #[arg(long)]
     ours_module: Option<PathBuf>,
     /// The environment variable holding the PIN for --ours-module (never a flag, so it does
-    /// not show in `ps`).
+    /// not show in `ps`). The default for every --ours column.
     #[arg(long, default_value = "HSM_PIN")]
     ours_pin_env: String,
     /// Use the token with this label in --ours-module [default: the first initialized one].
     #[arg(long)]
     ours_token: Option<String>,
-    /// Column header for --ours-module.
-    #[arg(long, default_value = "ours (1 node)")]
-    ours_label: String,
+    /// Column header for --ours-module without --ours [default: "ours (N nodes)" from
+    /// $HSM_PKCS11_CONF, else "ours"].
+    #[arg(long)]
+    ours_label: Option<String>,
     /// The SoftHSMv2 module.
     #[arg(long, default_value = softhsm::DEFAULT_MODULE)]
     softhsm_module: PathBuf,
@@ -107,6 +121,33 @@ struct RunArgs {
     /// TTF font for the chart [default: DejaVu Sans from fonts-dejavu-core].
     #[arg(long)]
     font: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct FreePortArgs {
+    /// How many consecutive ports must be free (e.g. 6 for `hsmctl dev --nodes 3`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    count: u16,
+}
+
+#[derive(Args, Debug)]
+struct FillArgs {
+    /// How many AES-256 token keys to create.
+    #[arg(long)]
+    count: usize,
+    /// Concurrent sessions (one thread each).
+    #[arg(long, default_value_t = 32)]
+    sessions: usize,
+    /// The module [default: $HSM_PKCS11_MODULE, else target/release/libhsm_pkcs11.so]; its
+    /// configuration comes from the environment ($HSM_PKCS11_CONF for ours).
+    #[arg(long)]
+    module: Option<PathBuf>,
+    /// The environment variable holding the PIN.
+    #[arg(long, default_value = "HSM_PIN")]
+    pin_env: String,
+    /// Use the token with this label [default: the first initialized one].
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +172,9 @@ struct WorkerArgs {
     pin_env: Option<String>,
     #[arg(long)]
     token: Option<String>,
+    /// Nodes in the column's cluster, when known (recorded in the results).
+    #[arg(long)]
+    nodes: Option<usize>,
     #[arg(long)]
     plan: String,
     #[arg(long)]
@@ -141,7 +185,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Cmd::Report(args)) => report_cmd(&args.out, args.font.as_deref()),
-        Some(Cmd::FreePort) => free_port(),
+        Some(Cmd::FreePort(args)) => free_port(args.count),
+        Some(Cmd::Fill(args)) => fill_cmd(&args),
         Some(Cmd::Worker(args)) => worker_cmd(&args),
         None => run(&cli.run),
     };
@@ -154,11 +199,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn free_port() -> Result<()> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind 127.0.0.1:0"))?;
-    let port = listener.local_addr().map_err(io("local address"))?.port();
-    println!("{port}");
-    Ok(())
+/// Prints the first of `count` consecutive ports on 127.0.0.1 that are free now. Candidates
+/// lie below the kernel's ephemeral range, so that outgoing connections (the module's, the
+/// nodes') do not take them between this answer and the daemons binding them.
+fn free_port(count: u16) -> Result<()> {
+    let bind = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port));
+    if count == 1 {
+        let listener = bind(0).map_err(io("bind 127.0.0.1:0"))?;
+        let port = listener.local_addr().map_err(io("local address"))?.port();
+        println!("{port}");
+        return Ok(());
+    }
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32_768);
+    let (first, last) = if low > 12_000 {
+        (10_000u32, u32::from(low) - u32::from(count))
+    } else {
+        (u32::from(low).max(1024), 65_535 - u32::from(count))
+    };
+    // A cheap spread over the range, different per call.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    for _ in 0..200 {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let base = first + (seed >> 8) % (last - first);
+        let Ok(base) = u16::try_from(base) else {
+            continue;
+        };
+        let held: Vec<_> = (0..count).map_while(|i| bind(base + i).ok()).collect();
+        if held.len() == usize::from(count) {
+            println!("{base}");
+            return Ok(());
+        }
+    }
+    Err(BenchError::Usage(format!(
+        "no {count} consecutive free ports found on 127.0.0.1"
+    )))
 }
 
 fn plan_of(args: &RunArgs) -> Result<Plan> {
@@ -213,17 +297,34 @@ fn plan_of(args: &RunArgs) -> Result<Plan> {
     })
 }
 
-/// The default column header of a target.
-fn header(target: &str, ours_label: &str) -> String {
-    match target {
-        "limit" => "limit".into(),
-        "softhsm" => "SoftHSMv2".into(),
-        _ => ours_label.into(),
-    }
+/// One column to measure.
+#[derive(Debug)]
+struct Planned {
+    /// `limit`, `softhsm`, `ours`, `ours2`, …: the results file's stem.
+    target: String,
+    /// The column header.
+    header: String,
+    kind: Kind,
 }
 
-fn run(args: &RunArgs) -> Result<()> {
-    let plan = plan_of(args)?;
+#[derive(Debug)]
+enum Kind {
+    Limit,
+    SoftHsm,
+    /// A module other than SoftHSMv2: ours, or anything given as ours.
+    Ours {
+        /// The module, or why it cannot be used (reported when the column's turn comes).
+        module: std::result::Result<PathBuf, String>,
+        pin_env: String,
+        token: Option<String>,
+        /// Set as `$HSM_PKCS11_CONF` for the worker; `None`: inherited.
+        conf: Option<PathBuf>,
+        nodes: Option<usize>,
+    },
+}
+
+/// The columns of this run, in table order.
+fn plan_columns(args: &RunArgs) -> Result<Vec<Planned>> {
     for t in &args.targets {
         if !TARGETS.contains(&t.as_str()) {
             return Err(BenchError::Usage(format!(
@@ -232,31 +333,115 @@ fn run(args: &RunArgs) -> Result<()> {
             )));
         }
     }
+    let wanted = |t: &str| args.targets.iter().any(|a| a == t);
+    let mut columns = Vec::new();
+    if wanted("limit") {
+        columns.push(Planned {
+            target: "limit".into(),
+            header: "limit".into(),
+            kind: Kind::Limit,
+        });
+    }
+    if wanted("softhsm") {
+        columns.push(Planned {
+            target: "softhsm".into(),
+            header: "SoftHSMv2".into(),
+            kind: Kind::SoftHsm,
+        });
+    }
+    if !wanted("ours") {
+        return Ok(columns);
+    }
+    let specs = if args.ours.is_empty() {
+        vec![None]
+    } else {
+        args.ours
+            .iter()
+            .map(|s| OursSpec::parse(s).map(Some))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut headers: Vec<String> = Vec::new();
+    for (i, spec) in specs.into_iter().enumerate() {
+        let pin_env = spec
+            .as_ref()
+            .and_then(|s| s.pin_env.clone())
+            .unwrap_or_else(|| args.ours_pin_env.clone());
+        let module = ours_module(
+            spec.as_ref()
+                .and_then(|s| s.module.clone())
+                .or_else(|| args.ours_module.clone()),
+            &pin_env,
+        );
+        let conf = spec.as_ref().map(|s| s.conf.clone());
+        if let Some(c) = &conf
+            && !c.is_file()
+        {
+            return Err(BenchError::Usage(format!(
+                "--ours: {} does not exist",
+                c.display()
+            )));
+        }
+        let nodes = conf
+            .clone()
+            .or_else(|| std::env::var_os(columns::CONF_ENV).map(PathBuf::from))
+            .and_then(|c| columns::node_count(&c));
+        let header = match &spec {
+            Some(s) => s.label.clone(),
+            None => args.ours_label.clone(),
+        }
+        .unwrap_or_else(|| columns::default_label(nodes));
+        if headers.contains(&header) {
+            return Err(BenchError::Usage(format!(
+                "two ours columns are called {header:?}: give them labels (--ours LABEL=CONF)"
+            )));
+        }
+        headers.push(header.clone());
+        columns.push(Planned {
+            target: columns::ours_target(i),
+            header,
+            kind: Kind::Ours {
+                module,
+                pin_env,
+                token: spec
+                    .and_then(|s| s.token)
+                    .or_else(|| args.ours_token.clone()),
+                conf,
+                nodes,
+            },
+        });
+    }
+    Ok(columns)
+}
+
+fn run(args: &RunArgs) -> Result<()> {
+    let plan = plan_of(args)?;
+    let planned = plan_columns(args)?;
     std::fs::create_dir_all(&args.out).map_err(io(format!("create {}", args.out.display())))?;
     let plan_json = serde_json::to_string(&plan).map_err(|source| BenchError::Json {
         what: "encode the plan".into(),
         source,
     })?;
     let exe = std::env::current_exe().map_err(io("locate hsm-bench itself"))?;
-    for target in TARGETS
-        .iter()
-        .filter(|t| args.targets.iter().any(|a| a == *t))
-    {
-        let results = results::path_for(&args.out, target);
-        let column = header(target, &args.ours_label);
-        eprintln!("== {column} ==");
+    for column in &planned {
+        let results = results::path_for(&args.out, &column.target);
+        eprintln!("== {} ==", column.header);
         let mut cmd = Command::new(&exe);
         cmd.arg("worker")
             .args([
-                "--target", target, "--column", &column, "--plan", &plan_json,
+                "--target",
+                &column.target,
+                "--column",
+                &column.header,
+                "--plan",
+                &plan_json,
             ])
             .arg("--results")
             .arg(&results);
         // Keeps the SoftHSMv2 token directory alive until its worker is done.
         let mut _token = None;
-        let prepared: Result<()> = match *target {
-            "limit" => Ok(()),
-            "softhsm" => softhsm::Token::create(&args.softhsm_module).map(|token| {
+        let prepared: Result<()> = match &column.kind {
+            Kind::Limit => Ok(()),
+            Kind::SoftHsm => softhsm::Token::create(&args.softhsm_module).map(|token| {
                 cmd.arg("--module")
                     .arg(&args.softhsm_module)
                     .args([
@@ -269,14 +454,28 @@ fn run(args: &RunArgs) -> Result<()> {
                     .env(softhsm::PIN_ENV, softhsm::USER_PIN);
                 _token = Some(token);
             }),
-            _ => ours_module(args).map(|module| {
-                cmd.arg("--module")
-                    .arg(module)
-                    .args(["--pin-env", &args.ours_pin_env]);
-                if let Some(t) = &args.ours_token {
-                    cmd.args(["--token", t]);
+            Kind::Ours {
+                module,
+                pin_env,
+                token,
+                conf,
+                nodes,
+            } => match module {
+                Ok(module) => {
+                    cmd.arg("--module").arg(module).args(["--pin-env", pin_env]);
+                    if let Some(t) = token {
+                        cmd.args(["--token", t]);
+                    }
+                    if let Some(n) = nodes {
+                        cmd.args(["--nodes", &n.to_string()]);
+                    }
+                    if let Some(c) = conf {
+                        cmd.env(columns::CONF_ENV, c);
+                    }
+                    Ok(())
                 }
-            }),
+                Err(e) => Err(BenchError::Usage(e.clone())),
+            },
         };
         let status = match prepared {
             Ok(()) => cmd
@@ -295,32 +494,33 @@ fn run(args: &RunArgs) -> Result<()> {
             }
         };
         if let Some(reason) = reason {
-            eprintln!("hsm-bench: {column}: {reason}");
+            eprintln!("hsm-bench: {}: {reason}", column.header);
             mark_missing(&results, &plan, &reason)?;
         }
     }
-    let columns = load_columns(&args.out, &args.targets)?;
+    let mut columns = Vec::new();
+    for p in &planned {
+        columns.push(load_column(&args.out, &p.target, Some(&p.header))?);
+    }
     render(&args.out, &columns, args.font.as_deref())
 }
 
-fn ours_module(args: &RunArgs) -> Result<PathBuf> {
-    let module = args
-        .ours_module
-        .clone()
+/// The module of an ours column, checked: it exists and its PIN variable is set.
+fn ours_module(module: Option<PathBuf>, pin_env: &str) -> std::result::Result<PathBuf, String> {
+    let module = module
         .or_else(|| std::env::var_os("HSM_PKCS11_MODULE").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("target/release/libhsm_pkcs11.so"));
     if !module.is_file() {
-        return Err(BenchError::Usage(format!(
+        return Err(format!(
             "{} does not exist (build it, or pass --ours-module)",
             module.display()
-        )));
+        ));
     }
-    if std::env::var_os(&args.ours_pin_env).is_none() {
-        return Err(BenchError::Usage(format!(
-            "${} is not set: it holds the PIN (user:password) for {}",
-            args.ours_pin_env,
+    if std::env::var_os(pin_env).is_none() {
+        return Err(format!(
+            "${pin_env} is not set: it holds the PIN (user:password) for {}",
             module.display()
-        )));
+        ));
     }
     Ok(module)
 }
@@ -349,25 +549,24 @@ fn mark_missing(path: &Path, plan: &Plan, reason: &str) -> Result<()> {
     Ok(())
 }
 
-fn load_columns(out: &Path, targets: &[String]) -> Result<Vec<Column>> {
-    let mut columns = Vec::new();
-    for target in TARGETS.iter().filter(|t| targets.iter().any(|a| a == *t)) {
-        let path = results::path_for(out, target);
-        if !path.is_file() {
-            continue;
-        }
-        let results = results::load(&path)?;
-        let header = results
-            .meta
-            .as_ref()
-            .map_or_else(|| header(target, "ours"), |m| m.column.clone());
-        columns.push(Column {
-            target: (*target).to_string(),
-            header,
-            results,
-        });
-    }
-    Ok(columns)
+/// One column from its results file; `header` when the file has none (a worker that never
+/// started).
+fn load_column(out: &Path, target: &str, header: Option<&str>) -> Result<Column> {
+    let path = results::path_for(out, target);
+    let results = if path.is_file() {
+        results::load(&path)?
+    } else {
+        results::TargetResults::default()
+    };
+    let header = results.meta.as_ref().map_or_else(
+        || header.map_or_else(|| target.to_string(), str::to_string),
+        |m| m.column.clone(),
+    );
+    Ok(Column {
+        target: target.to_string(),
+        header,
+        results,
+    })
 }
 
 fn render(out: &Path, columns: &[Column], font: Option<&Path>) -> Result<()> {
@@ -385,15 +584,57 @@ fn render(out: &Path, columns: &[Column], font: Option<&Path>) -> Result<()> {
 }
 
 fn report_cmd(out: &Path, font: Option<&Path>) -> Result<()> {
-    let targets: Vec<String> = TARGETS.iter().map(|t| (*t).to_string()).collect();
-    let columns = load_columns(out, &targets)?;
-    if columns.is_empty() {
+    let entries = std::fs::read_dir(out).map_err(io(format!("read {}", out.display())))?;
+    let mut targets: Vec<(usize, String)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".jsonl")?;
+            columns::rank(stem).map(|r| (r, stem.to_string()))
+        })
+        .collect();
+    targets.sort();
+    if targets.is_empty() {
         return Err(BenchError::Usage(format!(
             "no results files (*.jsonl) in {}",
             out.display()
         )));
     }
+    let mut columns = Vec::new();
+    for (_, target) in &targets {
+        columns.push(load_column(out, target, None)?);
+    }
     render(out, &columns, font)
+}
+
+/// `hsm-bench fill`: COUNT AES-256 token keys, as fast as the module takes them.
+fn fill_cmd(args: &FillArgs) -> Result<()> {
+    if args.count == 0 || args.sessions == 0 || args.sessions > 1024 {
+        return Err(BenchError::Usage(
+            "--count must be > 0 and --sessions from 1 to 1024".into(),
+        ));
+    }
+    let module = ours_module(args.module.clone(), &args.pin_env).map_err(BenchError::Usage)?;
+    let pin = std::env::var(&args.pin_env)
+        .map_err(|_| BenchError::Usage(format!("${} (the PIN) is not set", args.pin_env)))?;
+    let mut m = pkcs11::Module::open(
+        &module,
+        cryptoki::types::AuthPin::from(pin),
+        args.token.as_deref(),
+    )?;
+    eprintln!("{}", m.description());
+    let heartbeat = measure::Heartbeat::new();
+    let begun = std::time::Instant::now();
+    let outcome = m.fill_keys(args.count, args.sessions, &heartbeat);
+    let secs = begun.elapsed().as_secs_f64();
+    let made = m.filled();
+    // For scripts: one line, key=value.
+    println!(
+        "keys={made} seconds={secs:.3} per_second={:.0} sessions={}",
+        made as f64 / secs.max(1e-9),
+        args.sessions
+    );
+    outcome.map_err(|e| BenchError::Module(format!("after {made} keys: {e}")))
 }
 
 fn worker_cmd(args: &WorkerArgs) -> Result<()> {
@@ -414,5 +655,12 @@ fn worker_cmd(args: &WorkerArgs) -> Result<()> {
             ));
         }
     };
-    worker::run(&args.target, &args.column, &backend, &plan, &args.results)
+    worker::run(
+        &args.target,
+        &args.column,
+        args.nodes,
+        &backend,
+        &plan,
+        &args.results,
+    )
 }

@@ -434,6 +434,25 @@ impl Module {
         })
     }
 
+    /// Creates `count` more labelled AES-256 token keys from `threads` sessions and keeps them
+    /// (`hsm-bench fill`, the scale test).
+    ///
+    /// # Errors
+    /// The first failure; the keys made until then stay.
+    pub fn fill_keys(
+        &mut self,
+        count: usize,
+        threads: usize,
+        heartbeat: &Heartbeat,
+    ) -> Result<(), OpError> {
+        self.fill(self.filled.len() + count, threads, heartbeat)
+    }
+
+    /// How many keys [`Module::fill_keys`] and the `C_FindObjects` rows have made.
+    pub fn filled(&self) -> usize {
+        self.filled.len()
+    }
+
     /// Grows the population of labelled AES token keys to `count` (setup, unmeasured).
     fn fill(&mut self, count: usize, threads: usize, heartbeat: &Heartbeat) -> Result<(), OpError> {
         if let Some(e) = &self.fill_error {

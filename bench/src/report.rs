@@ -1,5 +1,7 @@
-//! The markdown table, the targets of issue 5 under it, and the notes that explain "n/a".
+//! The markdown table, the targets of issues 5 and 8 under it, and the notes that explain
+//! "n/a".
 
+use crate::columns::{nodes_text, ours_index};
 use crate::ops::{Op, thousands};
 use crate::results::{Outcome, TargetResults};
 use std::fmt::Write as _;
@@ -7,7 +9,7 @@ use std::fmt::Write as _;
 /// One column: a target name and its results.
 #[derive(Debug)]
 pub struct Column {
-    /// `limit`, `softhsm`, `ours`.
+    /// `limit`, `softhsm`, `ours`, `ours2`, …
     pub target: String,
     /// The header text.
     pub header: String,
@@ -99,6 +101,70 @@ fn find<'a>(columns: &'a [Column], target: &str) -> Option<&'a Column> {
     columns.iter().find(|c| c.target == target)
 }
 
+impl Column {
+    /// Whether this is one of our module's columns.
+    pub fn is_ours(&self) -> bool {
+        ours_index(&self.target).is_some()
+    }
+
+    /// Nodes in its cluster, when recorded.
+    pub fn nodes(&self) -> Option<usize> {
+        self.results.meta.as_ref().and_then(|m| m.nodes)
+    }
+
+    /// "3 nodes" when the node count is known, else the header.
+    fn short(&self) -> String {
+        self.nodes().map_or_else(|| self.header.clone(), nodes_text)
+    }
+}
+
+/// What each ours column is for in the ratios and targets.
+struct Roles<'a> {
+    /// The column the ours/SoftHSMv2 and ours/limit ratios and the issue-5 targets use: the
+    /// first 1-node column, else the first ours column.
+    primary: Option<&'a Column>,
+    /// The first 1-node column, the reference of the replicated columns.
+    baseline: Option<&'a Column>,
+    /// Every other ours column, each with a ratio column against `primary`.
+    others: Vec<&'a Column>,
+    /// The ours columns of clusters with 2 nodes or more (the issue-8 targets).
+    replicated: Vec<&'a Column>,
+}
+
+fn roles(columns: &[Column]) -> Roles<'_> {
+    let ours: Vec<&Column> = columns.iter().filter(|c| c.is_ours()).collect();
+    let baseline = ours.iter().copied().find(|c| c.nodes() == Some(1));
+    let primary = baseline.or_else(|| ours.first().copied());
+    let others = ours
+        .iter()
+        .copied()
+        .filter(|c| primary.is_none_or(|p| p.target != c.target))
+        .collect();
+    let replicated = ours
+        .iter()
+        .copied()
+        .filter(|c| c.nodes().is_some_and(|n| n >= 2))
+        .collect();
+    Roles {
+        primary,
+        baseline,
+        others,
+        replicated,
+    }
+}
+
+/// The header of a ratio column: "3 nodes / 1 node".
+fn ratio_header(of: &Column, to: &Column) -> String {
+    format!("{} / {}", of.short(), to.short())
+}
+
+fn rate_of(column: &Column, id: &str, sessions: usize) -> Option<f64> {
+    column
+        .results
+        .outcome(id, sessions)
+        .and_then(Outcome::ops_per_sec)
+}
+
 /// The full markdown document: header, table, targets, notes.
 pub fn markdown(columns: &[Column]) -> String {
     let mut md = String::new();
@@ -133,22 +199,35 @@ pub fn markdown(columns: &[Column]) -> String {
          n/a: the module does not offer it (see notes).\n"
     );
 
-    let ours = find(columns, "ours");
+    let roles = roles(columns);
+    let ours = roles.primary;
     let softhsm = find(columns, "softhsm");
     let limit = find(columns, "limit");
+    if let (Some(p), false) = (ours, roles.others.is_empty()) {
+        let _ = writeln!(
+            md,
+            "Ratios of throughput (ops/s): `ours/…` is {}; `N nodes / 1 node` compares a \
+             replicated cluster with it, cell by cell.\n",
+            p.header
+        );
+    }
     let mut header = String::from("| operation | sessions |");
     let mut rule = String::from("|---|---:|");
     for c in columns {
         let _ = write!(header, " {} |", c.header);
         rule.push_str("---:|");
     }
-    if ours.is_some() {
+    if let Some(p) = ours {
         if let Some(s) = softhsm {
             let _ = write!(header, " ours/{} |", s.header);
             rule.push_str("---:|");
         }
         if let Some(l) = limit {
             let _ = write!(header, " ours/{} |", l.header);
+            rule.push_str("---:|");
+        }
+        for o in &roles.others {
+            let _ = write!(header, " {} |", ratio_header(o, p));
             rule.push_str("---:|");
         }
     }
@@ -159,30 +238,26 @@ pub fn markdown(columns: &[Column]) -> String {
         for c in columns {
             let _ = write!(line, " {} |", cell_text(c.results.outcome(&id, sessions)));
         }
-        if let Some(o) = ours {
-            let ours_rate = o
-                .results
-                .outcome(&id, sessions)
-                .and_then(Outcome::ops_per_sec);
-            if let Some(s) = softhsm {
-                let r = s
-                    .results
-                    .outcome(&id, sessions)
-                    .and_then(Outcome::ops_per_sec);
-                let _ = write!(line, " {} |", ratio(ours_rate, r));
+        if let Some(p) = ours {
+            let ours_rate = rate_of(p, &id, sessions);
+            for reference in [softhsm, limit].into_iter().flatten() {
+                let _ = write!(
+                    line,
+                    " {} |",
+                    ratio(ours_rate, rate_of(reference, &id, sessions))
+                );
             }
-            if let Some(l) = limit {
-                let r = l
-                    .results
-                    .outcome(&id, sessions)
-                    .and_then(Outcome::ops_per_sec);
-                let _ = write!(line, " {} |", ratio(ours_rate, r));
+            for o in &roles.others {
+                let _ = write!(line, " {} |", ratio(rate_of(o, &id, sessions), ours_rate));
             }
         }
         let _ = writeln!(md, "{line}");
     }
 
-    md.push_str(&targets(columns));
+    md.push_str(&targets(columns, roles.primary));
+    for r in &roles.replicated {
+        md.push_str(&replication_targets(columns, r, roles.baseline));
+    }
     md.push_str(&notes(columns));
     md
 }
@@ -239,13 +314,13 @@ fn p50_at_1(column: Option<&Column>, op: Op) -> Option<f64> {
         .and_then(Outcome::p50_us)
 }
 
-/// The targets of issue 5 (on this 2-core machine), measured against this run.
-fn targets(columns: &[Column]) -> String {
-    let ours = find(columns, "ours");
+/// The targets of issue 5 (on this 2-core machine), measured against this run, for `ours`.
+fn targets(columns: &[Column], ours: Option<&Column>) -> String {
     let softhsm = find(columns, "softhsm");
     let limit = find(columns, "limit");
-    let mut md = String::from(
-        "\n## Targets (issue 5)\n\n| target | goal | measured (ours) | result |\n|---|---:|---:|---|\n",
+    let mut md = format!(
+        "\n## Targets (issue 5)\n\n| target | goal | measured ({}) | result |\n|---|---:|---:|---|\n",
+        ours.map_or("ours", |c| c.header.as_str())
     );
     let mut row = |name: &str, goal: String, measured: Option<String>, result: String| {
         let _ = writeln!(
@@ -285,7 +360,10 @@ fn targets(columns: &[Column]) -> String {
                 let note = if sessions == 16 {
                     String::new()
                 } else {
-                    format!(" (at {sessions} sessions)")
+                    format!(
+                        " (at {sessions} session{})",
+                        if sessions == 1 { "" } else { "s" }
+                    )
                 };
                 row(
                     name,
@@ -351,6 +429,134 @@ fn targets(columns: &[Column]) -> String {
     md
 }
 
+/// The signing rows the 3-node / 1-node target covers.
+const SIGN_OPS: &[Op] = &[
+    Op::Rsa2048Sign,
+    Op::Rsa3072Sign,
+    Op::P256Sign,
+    Op::P384Sign,
+    Op::Ed25519Sign,
+];
+
+/// The goals of issue 8 for a replicated cluster's column.
+const COMMIT_P50_US: f64 = 3000.0;
+const COMMIT_RATE: f64 = 3000.0;
+
+/// The targets of issue 8 for the replicated column `r`: signing through it no slower than
+/// through `baseline` (1 node), and committed AES key creation p50 and throughput.
+fn replication_targets(columns: &[Column], r: &Column, baseline: Option<&Column>) -> String {
+    let mut md = format!(
+        "\n## Targets (issue 8): {}\n\n| target | goal | measured | result |\n|---|---:|---:|---|\n",
+        r.header
+    );
+    let mut row = |name: &str, goal: &str, measured: Option<String>, result: String| {
+        let _ = writeln!(
+            md,
+            "| {name} | {goal} | {} | {result} |",
+            measured.unwrap_or_else(|| "—".into())
+        );
+    };
+    let in_run = rows(columns);
+    let signing: Vec<Op> = SIGN_OPS
+        .iter()
+        .copied()
+        .filter(|op| in_run.iter().any(|(o, _)| o == op))
+        .collect();
+    let vs = baseline.map_or_else(|| "1 node".to_string(), |b| b.short());
+    if signing.is_empty() {
+        row(
+            &format!("signing: {} / {vs} ≥ 1.0 (ops/s)", r.short()),
+            "1.00×",
+            None,
+            "not measured (no signing row in this run)".into(),
+        );
+    }
+    for op in signing {
+        let name = format!(
+            "{}: {} / {vs} ≥ 1.0 (ops/s, each session count)",
+            op.short_title(),
+            r.short()
+        );
+        let Some(b) = baseline else {
+            row(
+                &name,
+                "1.00×",
+                None,
+                "not measured (no 1-node column)".into(),
+            );
+            continue;
+        };
+        let mut sessions: Vec<usize> = in_run
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .map(|(_, s)| *s)
+            .collect();
+        sessions.sort_unstable();
+        let ratios: Vec<(usize, f64)> = sessions
+            .into_iter()
+            .filter_map(|s| {
+                let (m, base) = (rate_of(r, &op.id(), s)?, rate_of(b, &op.id(), s)?);
+                (base > 0.0).then(|| (s, m / base))
+            })
+            .collect();
+        let worst = ratios.iter().map(|(_, q)| *q).reduce(f64::min);
+        match worst {
+            Some(worst) => {
+                let text = ratios
+                    .iter()
+                    .map(|(s, q)| format!("{s}: {q:.2}×"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                row(&name, "1.00×", Some(text), verdict(worst, 1.0, true));
+            }
+            None => row(&name, "1.00×", None, "not measured".into()),
+        }
+    }
+
+    let reference = |text: String, base: Option<String>| match base {
+        Some(b) => format!("{text} ({vs}: {b})"),
+        None => text,
+    };
+    let name = "AES-256 key, committed: p50 (1 session) ≤ 3 ms";
+    match p50_at_1(Some(r), Op::AesCreate) {
+        Some(p) => row(
+            name,
+            "3 ms",
+            Some(reference(
+                latency(p),
+                p50_at_1(baseline, Op::AesCreate).map(latency),
+            )),
+            verdict(p, COMMIT_P50_US, false),
+        ),
+        None => row(name, "3 ms", None, "not measured".into()),
+    }
+    let name = "AES-256 key, committed: 16 sessions ≥ 3,000/s";
+    match at_most(Some(r), Op::AesCreate, 16) {
+        Some((sessions, outcome)) => {
+            let m = outcome.ops_per_sec().unwrap_or_default();
+            let note = if sessions == 16 {
+                String::new()
+            } else {
+                format!(
+                    " (at {sessions} session{})",
+                    if sessions == 1 { "" } else { "s" }
+                )
+            };
+            let base = baseline
+                .and_then(|b| rate_of(b, &Op::AesCreate.id(), sessions))
+                .map(|b| format!("{}/s", rate(b)));
+            row(
+                name,
+                "3,000/s",
+                Some(reference(format!("{}/s{note}", rate(m)), base)),
+                verdict(m, COMMIT_RATE, true),
+            );
+        }
+        None => row(name, "3,000/s", None, "not measured".into()),
+    }
+    md
+}
+
 /// Why cells are n/a, failed or not run.
 fn notes(columns: &[Column]) -> String {
     let mut md = String::new();
@@ -384,6 +590,103 @@ fn notes(columns: &[Column]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::{Cell, Meta, TargetResults};
+
+    fn column(
+        target: &str,
+        header: &str,
+        nodes: Option<usize>,
+        cells: &[(Op, usize, f64, f64)],
+    ) -> Column {
+        Column {
+            target: target.into(),
+            header: header.into(),
+            results: TargetResults {
+                meta: Some(Meta {
+                    target: target.into(),
+                    column: header.into(),
+                    description: "test".into(),
+                    started: "2026-01-01 00:00".into(),
+                    window_s: 1.0,
+                    warmup_s: 0.0,
+                    cpus: 2,
+                    cpu_model: "test".into(),
+                    loadavg: "0 0 0".into(),
+                    nodes,
+                }),
+                cells: cells
+                    .iter()
+                    .map(|&(op, sessions, ops_per_sec, p50_us)| Cell {
+                        op: op.id(),
+                        sessions,
+                        outcome: Outcome::Measured {
+                            ops: 1,
+                            ops_per_sec,
+                            p50_us,
+                            p99_us: p50_us,
+                            mean_us: p50_us,
+                        },
+                    })
+                    .collect(),
+                stopped: None,
+                loadavg_end: None,
+            },
+        }
+    }
+
+    #[test]
+    fn three_nodes_against_one() {
+        let one = column(
+            "ours",
+            "ours (1 node)",
+            Some(1),
+            &[
+                (Op::P256Sign, 1, 8000.0, 120.0),
+                (Op::P256Sign, 16, 40_000.0, 400.0),
+                (Op::AesCreate, 1, 1500.0, 660.0),
+                (Op::AesCreate, 16, 2800.0, 5600.0),
+            ],
+        );
+        let three = column(
+            "ours2",
+            "ours (3 nodes)",
+            Some(3),
+            &[
+                (Op::P256Sign, 1, 8400.0, 118.0),
+                (Op::P256Sign, 16, 38_000.0, 410.0),
+                (Op::AesCreate, 1, 400.0, 2500.0),
+                (Op::AesCreate, 16, 3100.0, 5000.0),
+            ],
+        );
+        let md = markdown(&[one, three]);
+        assert!(
+            md.contains("| ours (1 node) | ours (3 nodes) | 3 nodes / 1 node |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| P-256 sign (ECDSA, 32-byte digest) | 16 | "),
+            "{md}"
+        );
+        assert!(md.contains(" 0.95× |"), "{md}");
+        assert!(md.contains("## Targets (issue 5)"), "{md}");
+        assert!(md.contains("measured (ours (1 node))"), "{md}");
+        assert!(md.contains("## Targets (issue 8): ours (3 nodes)"), "{md}");
+        assert!(md.contains("1: 1.05×, 16: 0.95×"), "{md}");
+        assert!(md.contains("**missed** by 5%"), "{md}");
+        assert!(md.contains("2.50 ms (1 node: 660 µs)"), "{md}");
+        assert!(md.contains("3,100/s (1 node: 2,800/s)"), "{md}");
+
+        // Only the 3-node column: issue 5 is measured on it, the ratios need a 1-node column.
+        let three = column(
+            "ours",
+            "ours (3 nodes)",
+            Some(3),
+            &[(Op::P256Sign, 1, 8400.0, 118.0)],
+        );
+        let md = markdown(&[three]);
+        assert!(md.contains("measured (ours (3 nodes))"), "{md}");
+        assert!(md.contains("not measured (no 1-node column)"), "{md}");
+    }
 
     #[test]
     fn formats() {

@@ -49,6 +49,9 @@ pub struct Meta {
     pub cpu_model: String,
     /// /proc/loadavg when the worker started.
     pub loadavg: String,
+    /// Nodes in the measured cluster (ours), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
 }
 
 /// One cell of the table.

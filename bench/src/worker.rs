@@ -12,6 +12,7 @@ use crate::report::{latency, rate};
 use crate::results::{Cell, Line, Meta, Outcome, Writer};
 use cryptoki::types::AuthPin;
 use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -105,6 +106,7 @@ fn start_watchdog(writer: Arc<Writer>, heartbeat: Arc<Heartbeat>, limit: Duratio
 pub fn run(
     target: &str,
     column: &str,
+    nodes: Option<usize>,
     spec: &BackendSpec,
     plan: &Plan,
     results: &Path,
@@ -138,10 +140,13 @@ pub fn run(
             }
         }
     };
-    let description = match &backend {
+    let mut description = match &backend {
         Backend::Limit => limit::description(),
         Backend::Module(m) => m.description().to_string(),
     };
+    if let Some(n) = nodes {
+        let _ = write!(description, "; a {n}-node cluster");
+    }
     eprintln!("  {description}");
     writer.write(&Line::Meta(Meta {
         target: target.into(),
@@ -153,6 +158,7 @@ pub fn run(
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
         cpu_model: cpu_model(),
         loadavg: loadavg_start,
+        nodes,
     }))?;
     let timing = Timing {
         warmup: Duration::from_secs_f64(plan.warmup_s),
