@@ -138,6 +138,25 @@ pub fn parse_listen(option: &str, value: &str) -> Result<SocketAddr> {
     })
 }
 
+/// A node's client and cluster addresses from `--listen` and `--cluster-listen` (default: the
+/// client port + 1), which must differ.
+///
+/// # Errors
+/// `Usage` for an address that does not parse, or two equal ones.
+pub fn node_ports(listen: &str, cluster_listen: Option<&str>) -> Result<(SocketAddr, SocketAddr)> {
+    let listen = parse_listen("--listen", listen)?;
+    let cluster_listen = match cluster_listen {
+        Some(addr) => parse_listen("--cluster-listen", addr)?,
+        None => default_cluster_listen(listen)?,
+    };
+    if cluster_listen == listen {
+        return Err(CtlError::Usage(format!(
+            "--cluster-listen {cluster_listen}: the cluster port must differ from the client port"
+        )));
+    }
+    Ok((listen, cluster_listen))
+}
+
 /// The cluster port a node gets when none is given: the same host, the client port + 1.
 ///
 /// # Errors
@@ -192,16 +211,7 @@ pub fn run(opts: &InitOptions) -> Result<Initialized> {
             dir.ca_cert().display()
         )));
     }
-    let listen = parse_listen("--listen", &opts.listen)?;
-    let cluster_listen = match &opts.cluster_listen {
-        Some(addr) => parse_listen("--cluster-listen", addr)?,
-        None => default_cluster_listen(listen)?,
-    };
-    if cluster_listen == listen {
-        return Err(CtlError::Usage(format!(
-            "--cluster-listen {cluster_listen}: the cluster port must differ from the client port"
-        )));
-    }
+    let (listen, cluster_listen) = node_ports(&opts.listen, opts.cluster_listen.as_deref())?;
     check_node_name(&opts.node_name)?;
     if opts.admin_user == "app" {
         // clients/app.* is the application certificate; the admin's must be another file.

@@ -17,7 +17,7 @@
 use crate::client::{NodeClient, load_config};
 use crate::daemon;
 use crate::error::{CtlError, Result};
-use crate::init::{Created, check_node_name, default_cluster_listen, parse_listen, toml_of};
+use crate::init::{Created, check_node_name, node_ports, toml_of};
 use crate::layout::{ClusterDir, NodeToml, fresh_node_id, replace};
 use crate::pki::ClusterCa;
 use crate::secret_input;
@@ -84,16 +84,7 @@ pub fn add(opts: &AddOptions) -> Result<Added> {
             opts.name
         )));
     }
-    let listen = parse_listen("--listen", &opts.listen)?;
-    let cluster_listen = match &opts.cluster_listen {
-        Some(addr) => parse_listen("--cluster-listen", addr)?,
-        None => default_cluster_listen(listen)?,
-    };
-    if cluster_listen == listen {
-        return Err(CtlError::Usage(format!(
-            "--cluster-listen {cluster_listen}: the cluster port must differ from the client port"
-        )));
-    }
+    let (listen, cluster_listen) = node_ports(&opts.listen, opts.cluster_listen.as_deref())?;
     for other in dir.node_names()? {
         let them = NodeToml::load(&dir.node_toml(&other))?;
         for mine in [listen.to_string(), cluster_listen.to_string()] {

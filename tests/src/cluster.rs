@@ -107,6 +107,32 @@ pub fn assert_success(what: &str, out: &Output) {
     );
 }
 
+/// Sends SIGTERM to a daemon and waits for it to exit; kills it (and says so) when it does not
+/// within the stop timeout.
+///
+/// # Errors
+/// Why it had to be killed.
+pub fn stop_child(mut child: Child) -> Result<(), String> {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "did not exit within {}s of SIGTERM",
+                STOP_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A running test cluster of one node. Dropping it kills the daemon; when the test is failing
 /// it prints the end of the daemon's and the module's logs first.
 #[derive(Debug)]
@@ -351,27 +377,14 @@ impl Cluster {
     /// # Panics
     /// If it does not exit in time (it is then killed).
     pub fn stop_daemon(&mut self) {
-        let Some(mut child) = self.daemon.take() else {
+        let Some(child) = self.daemon.take() else {
             return;
         };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "hsm-daemon did not exit within {}s of SIGTERM; log:\n{}",
-                    STOP_TIMEOUT.as_secs(),
-                    tail(&self.daemon_log_path(), 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(why) = stop_child(child) {
+            panic!(
+                "hsm-daemon {why}; log:\n{}",
+                tail(&self.daemon_log_path(), 40)
+            );
         }
     }
 

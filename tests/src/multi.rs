@@ -16,8 +16,6 @@ use crate::cluster::{
     CLUSTER_DIR_ENV, LISTENING, TestDir, assert_success, free_port, read_env_file, tail,
 };
 use hsm_proto::msg::{NodeStatus, SealState};
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -25,8 +23,6 @@ use std::time::{Duration, Instant};
 
 /// How long a daemon may take to listen (a hang guard, not a performance bound).
 const START_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long a daemon may take to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a cluster may take to elect a leader after a change.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -475,31 +471,18 @@ impl MultiCluster {
     /// # Panics
     /// If it does not exit in time (it is then killed).
     pub fn stop(&mut self, i: usize) {
-        let Some(mut child) = self.nodes[i].child.take() else {
+        let Some(child) = self.nodes[i].child.take() else {
             return;
         };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.write_pids();
-                panic!(
-                    "{}: hsm-daemon did not exit within {}s of SIGTERM; log:\n{}",
-                    self.nodes[i].name,
-                    STOP_TIMEOUT.as_secs(),
-                    tail(&self.log_path(i), 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let stopped = crate::cluster::stop_child(child);
         self.write_pids();
+        if let Err(why) = stopped {
+            panic!(
+                "{}: hsm-daemon {why}; log:\n{}",
+                self.nodes[i].name,
+                tail(&self.log_path(i), 40)
+            );
+        }
     }
 
     /// (Re)starts node `i` and unseals it: it rejoins the cluster on its own data.
