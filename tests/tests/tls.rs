@@ -78,7 +78,7 @@ async fn try_status(addr: &str, config: ClientConfig) -> Result<NodeStatus, Stri
 }
 
 /// A CA of our own and a client certificate it issued, as PEM files.
-fn foreign_client(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+fn foreign_client(dir: &Path) -> (PathBuf, PathBuf) {
     let ca_key = KeyPair::generate().expect("key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -87,13 +87,24 @@ fn foreign_client(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         KeyUsagePurpose::DigitalSignature,
     ];
     let issuer = Issuer::new(ca_params, ca_key);
+    let params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    issue_client(params, &issuer, dir, "foreign")
+}
+
+/// A TLS client certificate (no role) made from `params` by `issuer`, written as
+/// `dir/name.pem` and `dir/name.key`.
+fn issue_client(
+    mut params: CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+    dir: &Path,
+    name: &str,
+) -> (PathBuf, PathBuf) {
     let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    let cert_path = dir.join("foreign.pem");
-    let key_path = dir.join("foreign.key");
+    let cert = params.signed_by(&key, issuer).expect("sign");
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
     std::fs::write(&cert_path, cert.pem()).expect("write");
     std::fs::write(&key_path, key.serialize_pem()).expect("write");
     (cert_path, key_path)
@@ -233,19 +244,11 @@ fn roleless_client(cluster: &Cluster, dir: &Path) -> (PathBuf, PathBuf) {
     ca_params.distinguished_name = ca_dn;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "old-client");
     params.distinguished_name = dn;
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    let cert_path = dir.join("roleless.pem");
-    let key_path = dir.join("roleless.key");
-    std::fs::write(&cert_path, cert.pem()).expect("write");
-    std::fs::write(&key_path, key.serialize_pem()).expect("write");
-    (cert_path, key_path)
+    issue_client(params, &issuer, dir, "roleless")
 }
 
 #[test]
