@@ -93,6 +93,10 @@ impl From<cluster_sync::ClusterError> for Error {
 
 impl From<Error> for WireError {
     fn from(e: Error) -> WireError {
-        WireError::new(e.code, e.message)
+        let unavailable = matches!(e.cause, Cause::Cluster | Cause::Store);
+        WireError {
+            unavailable,
+            ..WireError::new(e.code, e.message)
+        }
     }
 }

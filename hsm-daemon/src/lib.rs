@@ -15,5 +15,6 @@ pub mod replica;
 pub mod seal;
 pub mod server;
 pub mod store;
+pub mod ticket;
 pub mod token;
 pub mod users;

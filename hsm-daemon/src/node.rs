@@ -99,6 +99,8 @@ pub struct Node {
     network: Option<Network>,
     slot: ClusterSlot,
     state_slot: StateSlot,
+    /// Client requests answered since start (reported in the status).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -132,6 +134,7 @@ impl Node {
             network,
             slot,
             state_slot,
+            requests: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -180,7 +183,14 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             cluster_id: token.map(|t| t.state().identity().cluster_id.clone()),
             raft: token.map(|t| raft_status(t.cluster())),
+            requests: self.requests.load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// Counts one answered client request.
+    pub fn count_request(&self) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Unseals: derives the node sealing key (Argon2id: call off the I/O threads), opens the

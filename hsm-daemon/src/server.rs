@@ -74,7 +74,7 @@ async fn connection(
             return Ok(());
         }
     };
-    let Some(cert_role) = client_role(&tls, peer, id) else {
+    let Some((cert_role, cert_hash)) = client_role(&tls, peer, id) else {
         // close_notify, so the client reads a clean end rather than waiting.
         let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.shutdown()).await;
         return Ok(());
@@ -113,7 +113,7 @@ async fn connection(
         let _ = write_half.shutdown().await;
     });
 
-    let conn = Arc::new(Connection::new(cert_role));
+    let conn = Arc::new(Connection::new(cert_role, cert_hash));
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut buf = Vec::new();
     let result = loop {
@@ -163,6 +163,7 @@ fn run(
         let request_id = envelope.id;
         let call = handler::Call::new(envelope.key);
         let response = handler::handle(&node, &conn, envelope.body, &call);
+        node.count_request();
         let index = call.index.get();
         let bytes = match frame::encode(&Envelope {
             id: request_id,
@@ -187,14 +188,14 @@ fn run(
     });
 }
 
-/// The role in the client's certificate (verified against the cluster CA by the handshake),
-/// or `None`, logged, when the client port must not serve it: a node certificate, or one
-/// without a valid role.
+/// The role in the client's certificate (verified against the cluster CA by the handshake)
+/// and the SHA-256 of the certificate, or `None`, logged, when the client port must not serve
+/// it: a node certificate, or one without a valid role.
 fn client_role(
     tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     peer: SocketAddr,
     id: u64,
-) -> Option<CertRole> {
+) -> Option<(CertRole, [u8; 32])> {
     let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
         tracing::info!("conn {id} from {peer}: refused: no client certificate");
         return None;
@@ -215,7 +216,11 @@ fn client_role(
                 who.common_name,
                 who.role
             );
-            Some(who.role)
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.as_ref()).as_ref(),
+            );
+            Some((who.role, hash))
         }
         Err(e) => {
             tracing::info!("conn {id} from {peer}: refused: {e}");

@@ -128,6 +128,9 @@ pub struct WireError {
     pub code: ErrorCode,
     /// Why, for the module's log.
     pub message: String,
+    /// The node cannot serve anything right now (sealed, not yet joined, no quorum, a
+    /// failed store), so another node may: the module fails over instead of reporting it.
+    pub unavailable: bool,
 }
 
 impl WireError {
@@ -136,15 +139,21 @@ impl WireError {
         WireError {
             code,
             message: message.into(),
+            unavailable: false,
+        }
+    }
+
+    /// A `CKR_DEVICE_ERROR` that says this node cannot serve now (another node may).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        WireError {
+            unavailable: true,
+            ..WireError::new(ErrorCode::DeviceError, message)
         }
     }
 
     /// The answer of a sealed node to anything but status and unseal.
     pub fn sealed() -> Self {
-        WireError::new(
-            ErrorCode::DeviceError,
-            "the node is sealed: run `hsmctl unseal` first",
-        )
+        WireError::unavailable("the node is sealed: run `hsmctl unseal` first")
     }
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Major protocol version. A peer with another major version is refused at the handshake.
-pub const PROTOCOL_MAJOR: u16 = 2;
+pub const PROTOCOL_MAJOR: u16 = 3;
 /// Minor protocol version: additions that an older peer can ignore.
 pub const PROTOCOL_MINOR: u16 = 0;
 
@@ -188,6 +188,9 @@ pub struct NodeStatus {
     pub cluster_id: Option<String>,
     /// This node's consensus, once unsealed and part of a cluster.
     pub raft: Option<RaftStatus>,
+    /// Client requests this node has answered since it started (all connections), so an
+    /// operator (and the failover tests) can see how a module spreads its load.
+    pub requests: u64,
 }
 
 /// A node's view of the replicated log.
@@ -293,6 +296,18 @@ pub enum Request {
         /// Password (the part after `:`).
         password: Password,
     },
+    /// → [`Response::LoggedIn`]: logs the connection in with a login ticket that a node of the
+    /// same cluster issued (at `Login`, `ResumeLogin` or `RenewTicket`), without the password.
+    /// The module uses it to carry an application's login to every node it talks to, and to
+    /// the node it fails over to. Refused for an expired ticket, one issued to another client
+    /// certificate, or one whose user no longer exists or changed role.
+    ResumeLogin {
+        /// The ticket, as the node issued it.
+        ticket: SecretBytes,
+    },
+    /// → [`Response::LoggedIn`]: a fresh ticket for the user logged in on this connection (the
+    /// module renews before the old one expires).
+    RenewTicket,
     /// → [`Response::LoggedOut`].
     Logout,
     /// → [`Response::UserCreated`]. Admin only.
@@ -578,6 +593,8 @@ impl Request {
             Request::Status => "Status",
             Request::Unseal(_) => "Unseal",
             Request::Login { .. } => "Login",
+            Request::ResumeLogin { .. } => "ResumeLogin",
+            Request::RenewTicket => "RenewTicket",
             Request::Logout => "Logout",
             Request::CreateUser { .. } => "CreateUser",
             Request::CloseSession { .. } => "CloseSession",
@@ -622,10 +639,17 @@ pub enum Response {
     Status(NodeStatus),
     /// Answer to `Unseal`.
     Unsealed,
-    /// Answer to `Login`.
+    /// Answer to `Login`, `ResumeLogin` and `RenewTicket`.
     LoggedIn {
         /// The role of the user now logged in.
         role: Role,
+        /// A login ticket: opaque to the client, authenticated under a key every node of the
+        /// cluster derives from the cluster domain key, bound to the client's certificate and
+        /// the user, valid for `ticket_lifetime_s`. A secret: whoever holds it and the
+        /// client's TLS key is logged in.
+        ticket: SecretBytes,
+        /// How long the ticket is valid, in seconds from now.
+        ticket_lifetime_s: u64,
     },
     /// Answer to `Logout`.
     LoggedOut,

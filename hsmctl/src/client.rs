@@ -188,7 +188,7 @@ impl NodeClient {
             password,
         };
         match self.call(request).await? {
-            Response::LoggedIn { role } => Ok(role),
+            Response::LoggedIn { role, .. } => Ok(role),
             other => Err(unexpected("Login", &other)),
         }
     }

@@ -123,6 +123,11 @@ pub fn module_config(dir: &ClusterDir, addr: &str, client: &str) -> ModuleConfig
         log_file: None,
         log_level: None,
         request_timeout_ms: None,
+        connect_timeout_ms: None,
+        failover_timeout_ms: None,
+        connections_per_node: None,
+        discover_members: None,
+        membership_refresh_ms: None,
     }
 }
 

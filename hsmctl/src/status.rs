@@ -233,9 +233,9 @@ impl ClusterView {
         let num = |n: Option<u64>| n.map_or_else(dash, |n| n.to_string());
         let header = [
             "NAME", "ID", "ADDRESS", "STATE", "RAFT", "TERM", "LAST LOG", "APPLIED", "LAG",
-            "LEADER",
+            "REQUESTS", "LEADER",
         ];
-        let rows: Vec<[String; 10]> = self
+        let rows: Vec<[String; 11]> = self
             .nodes
             .iter()
             .map(|r| {
@@ -249,6 +249,7 @@ impl ClusterView {
                     num(r.last_log),
                     num(r.applied),
                     num(r.lag),
+                    num(r.status.as_ref().map(|s| s.requests)),
                     match (&r.leader_name, r.leader) {
                         (Some(name), _) => name.clone(),
                         (None, Some(id)) => id.to_string(),

@@ -7,7 +7,7 @@
 use hsm_proto::config::ModuleConfig;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -76,11 +76,13 @@ pub fn init(config: &ModuleConfig) {
                 })
                 .ok()
         });
+        // The file is written without a lock (each line is one append-mode write), so a
+        // process that forks while another thread logs leaves its child no lock to wait on.
         // try_init: fails harmlessly if this copy of tracing already has a subscriber.
         let installed = match file {
             Some(file) => Registry::default()
                 .with(filter)
-                .with(layer.with_ansi(false).with_writer(Mutex::new(file)))
+                .with(layer.with_ansi(false).with_writer(Arc::new(file)))
                 .try_init()
                 .is_ok(),
             None => Registry::default()

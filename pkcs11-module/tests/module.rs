@@ -154,7 +154,7 @@ fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
         &conf,
         format!(
             "nodes = [\"127.0.0.1:1\"]\nca_cert = \"{0}/ca.pem\"\nclient_cert = \"{0}/app.pem\"\n\
-             client_key = \"{0}/app.key\"\nrequest_timeout_ms = 2000\n{extra}",
+             client_key = \"{0}/app.key\"\nrequest_timeout_ms = 2000\nfailover_timeout_ms = 2000\n{extra}",
             dir.display()
         ),
     )

@@ -358,6 +358,7 @@ impl MultiCluster {
             "nodes".into(),
             toml::Value::Array(vec![self.nodes[i].addr().into()]),
         );
+        table.insert("discover_members".into(), false.into());
         table.insert(
             "log_file".into(),
             self.dir

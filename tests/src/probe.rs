@@ -9,33 +9,41 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// Compiles `tests/c/<source>` with the system C compiler into the profile directory as
+/// `<binary>` (a temporary name, then a rename, so concurrent test processes never run a
+/// half-written file).
+///
+/// # Panics
+/// If `cc` fails.
+pub fn compile_c(source: &str, binary: &str) -> PathBuf {
+    let source = workspace_root().join("tests/c").join(source);
+    let out = artifacts().profile_dir.join(binary);
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let result = Command::new(cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-o"])
+        .arg(&tmp)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .expect("run the C compiler (cc)");
+    assert!(
+        result.status.success(),
+        "compiling {} failed:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("install a compiled probe");
+    out
+}
+
 /// The compiled probe.
 ///
 /// # Panics
 /// If `cc` fails.
 pub fn probe_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let source = workspace_root().join("tests/c/raw_abi_probe.c");
-        let out = artifacts().profile_dir.join("hsm-tests-raw-abi-probe");
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-        let result = Command::new(cc)
-            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-            .arg(&tmp)
-            .arg(&source)
-            .arg("-ldl")
-            .output()
-            .expect("run the C compiler (cc)");
-        assert!(
-            result.status.success(),
-            "compiling {} failed:\n{}",
-            source.display(),
-            String::from_utf8_lossy(&result.stderr)
-        );
-        std::fs::rename(&tmp, &out).expect("install probe");
-        out
-    })
+    BINARY.get_or_init(|| compile_c("raw_abi_probe.c", "hsm-tests-raw-abi-probe"))
 }
 
 /// What the probe observed.

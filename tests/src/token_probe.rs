@@ -4,7 +4,7 @@
 //! cannot represent (`CK_UNAVAILABLE_INFORMATION`), and the variable-length output convention
 //! of multi-part calls. Compiled once per process and run against a cluster.
 
-use crate::build::{artifacts, workspace_root};
+use crate::build::artifacts;
 use crate::cluster::Cluster;
 use crate::probe::ckr_name;
 use std::collections::BTreeMap;
@@ -18,27 +18,7 @@ use std::sync::OnceLock;
 /// If `cc` fails.
 pub fn token_probe_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let source = workspace_root().join("tests/c/token_probe.c");
-        let out = artifacts().profile_dir.join("hsm-tests-token-probe");
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-        let result = Command::new(cc)
-            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-            .arg(&tmp)
-            .arg(&source)
-            .arg("-ldl")
-            .output()
-            .expect("run the C compiler (cc)");
-        assert!(
-            result.status.success(),
-            "compiling {} failed:\n{}",
-            source.display(),
-            String::from_utf8_lossy(&result.stderr)
-        );
-        std::fs::rename(&tmp, &out).expect("install token probe");
-        out
-    })
+    BINARY.get_or_init(|| crate::probe::compile_c("token_probe.c", "hsm-tests-token-probe"))
 }
 
 /// One mechanism as the raw `C_GetMechanismList` / `C_GetMechanismInfo` report it.

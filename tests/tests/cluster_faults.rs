@@ -47,6 +47,11 @@ const NO_QUORUM_BOUND: Duration = Duration::from_secs(20);
 
 fn quorum_loss(cluster: &mut MultiCluster, module: &mut Module) {
     let what = step("two of three nodes down: writes fail in bounded time, signing works");
+    // The module retries a write no node can commit until its failover budget is spent;
+    // this test bounds that budget so the failure it expects comes in bounded time.
+    module
+        .options
+        .insert("failover_timeout_ms".into(), 8000.into());
     let (leader, _) = settle(cluster);
     module.use_nodes(cluster, &[0, 1, 2]);
     let s = module.session();
@@ -257,6 +262,8 @@ fn seeded_faults(cluster: &mut MultiCluster, module: &mut Module, seed: u64, bud
     let what = step(&format!("seeded faults for {budget:?}"));
     let replay = format!("seed {seed}: replay with {SEED_ENV}={seed}");
     let mut rng = Rng::new(seed);
+    // The module's own failover budget from here on.
+    module.options.remove("failover_timeout_ms");
     settle(cluster);
     let mut order = vec![0, 1, 2];
     for i in (1..order.len()).rev() {

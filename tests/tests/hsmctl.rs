@@ -22,12 +22,12 @@ fn text(out: &Output) -> (String, String) {
 }
 
 /// The row of the status table for node `name`, split into its columns (NAME ID ADDRESS
-/// STATE RAFT TERM LAST-LOG APPLIED LAG LEADER).
+/// STATE RAFT TERM LAST-LOG APPLIED LAG REQUESTS LEADER).
 fn status_row<'a>(stdout: &'a str, name: &str) -> Vec<&'a str> {
     stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|cols| cols.first() == Some(&name) && cols.len() == 10)
+        .find(|cols| cols.first() == Some(&name) && cols.len() == 11)
         .unwrap_or_else(|| panic!("no status row for {name} in:\n{stdout}"))
 }
 
@@ -63,7 +63,7 @@ fn hsmctl_status_unseal_users_and_refusals() {
     assert_eq!(row[2], cluster.addr(), "{stdout}");
     // A one-node cluster: its own leader, nothing to catch up.
     assert_eq!(
-        (row[3], row[4], row[8], row[9]),
+        (row[3], row[4], row[8], row[10]),
         ("unsealed", "leader", "0", "node1")
     );
 

@@ -320,7 +320,7 @@ fn admin_requests_need_the_admin_certificate() {
             password: Password::new(admin_password.clone()),
         };
         match request_on(&mut tls, 1, login).await.expect("login") {
-            Response::LoggedIn { role } => assert_eq!(role, Role::Admin),
+            Response::LoggedIn { role, .. } => assert_eq!(role, Role::Admin),
             other => panic!("admin login: {other:?}"),
         }
         let create = Request::CreateUser {

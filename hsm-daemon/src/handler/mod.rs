@@ -36,16 +36,20 @@ struct LoggedIn {
 #[derive(Debug)]
 pub struct Connection {
     cert_role: CertRole,
+    /// SHA-256 of the client certificate, which login tickets are bound to.
+    cert_hash: [u8; 32],
     login: Mutex<Option<LoggedIn>>,
     session_objects: Mutex<HashMap<ObjectId, (SessionId, Arc<Object>)>>,
     operations: ops::Operations,
 }
 
 impl Connection {
-    /// A new connection whose client presented a certificate of `cert_role`.
-    pub fn new(cert_role: CertRole) -> Connection {
+    /// A new connection whose client presented a certificate of `cert_role` whose DER has
+    /// the SHA-256 `cert_hash`.
+    pub fn new(cert_role: CertRole, cert_hash: [u8; 32]) -> Connection {
         Connection {
             cert_role,
+            cert_hash,
             login: Mutex::default(),
             session_objects: Mutex::default(),
             operations: ops::Operations::default(),
@@ -336,6 +340,18 @@ impl Session<'_> {
         Ok(committed)
     }
 
+    /// Records a login on the connection and answers with a fresh ticket for it.
+    fn logged_in(&self, user: String, role: Role) -> Result<Response, Error> {
+        let cdk = self.state().cdk().expose_secret();
+        let ticket = crate::ticket::issue(cdk, &user, role, self.conn.cert_hash)?;
+        *self.conn.login.lock().map_err(|_| poisoned())? = Some(LoggedIn { user, role });
+        Ok(Response::LoggedIn {
+            role,
+            ticket,
+            ticket_lifetime_s: crate::ticket::LIFETIME.as_secs(),
+        })
+    }
+
     /// Creates or changes a user's password, keeping (or setting) its role.
     fn set_password(
         &self,
@@ -463,12 +479,46 @@ impl Session<'_> {
                     ));
                 }
                 tracing::info!("user {username} logged in as {role}");
-                *self.conn.login.lock().map_err(|_| poisoned())? = Some(LoggedIn {
-                    user: username,
-                    role,
-                });
-                Ok(Response::LoggedIn { role })
+                self.logged_in(username, role)
             }
+            Request::ResumeLogin { ticket } => {
+                if self.login()?.is_some() {
+                    return Err(Error::new(
+                        ErrorCode::UserAlreadyLoggedIn,
+                        "already logged in on this connection",
+                    ));
+                }
+                let cdk = self.state().cdk().expose_secret();
+                let (username, role) =
+                    crate::ticket::open(cdk, ticket.expose_secret(), self.conn.cert_hash)?;
+                match self.state().user(&username)? {
+                    Some(record) if record.role == role => {}
+                    _ => {
+                        return Err(Error::new(
+                            ErrorCode::PinIncorrect,
+                            format!(
+                                "login ticket of {username}: no such {role} any more; log in again"
+                            ),
+                        ));
+                    }
+                }
+                tracing::debug!("user {username} resumed a login as {role}");
+                self.logged_in(username, role)
+            }
+            Request::RenewTicket => match self.login()? {
+                Some(LoggedIn { user, role }) => {
+                    let cdk = self.state().cdk().expose_secret();
+                    Ok(Response::LoggedIn {
+                        role,
+                        ticket: crate::ticket::issue(cdk, &user, role, self.conn.cert_hash)?,
+                        ticket_lifetime_s: crate::ticket::LIFETIME.as_secs(),
+                    })
+                }
+                None => Err(Error::new(
+                    ErrorCode::UserNotLoggedIn,
+                    "nobody is logged in",
+                )),
+            },
             Request::Logout => match self.conn.login.lock().map_err(|_| poisoned())?.take() {
                 Some(_) => Ok(Response::LoggedOut),
                 None => Err(Error::new(

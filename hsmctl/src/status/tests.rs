@@ -41,6 +41,7 @@ fn up(name: &str, id: u64, state: &str, term: u64, last: u64, applied: u64) -> N
             millis_since_quorum_ack: None,
             members: members(),
         }),
+        requests: 0,
     }
 }
 
@@ -92,10 +93,10 @@ cluster: hsm-dev (id c0ffee)
 leader:  node1
 unseal:  development key file (NOT for production)
 
-NAME   ID  ADDRESS         STATE     RAFT      TERM  LAST LOG  APPLIED  LAG  LEADER
-node1  11  127.0.0.1:5700  unsealed  leader    4     120       120      0    node1
-node2  22  127.0.0.1:5702  unsealed  follower  4     118       100      20   node1
-node3  33  127.0.0.1:5704  sealed    -         -     -         -        -    -
+NAME   ID  ADDRESS         STATE     RAFT      TERM  LAST LOG  APPLIED  LAG  REQUESTS  LEADER
+node1  11  127.0.0.1:5700  unsealed  leader    4     120       120      0    0         node1
+node2  22  127.0.0.1:5702  unsealed  follower  4     118       100      20   0         node1
+node3  33  127.0.0.1:5704  sealed    -         -     -         -        -    0         -
 
 node3 is SEALED: unseal it with `hsmctl unseal --node node3`
 ";

@@ -203,6 +203,10 @@ struct Operation {
     fed: usize,
     /// The node holds this operation's state (an `OperationUpdate` or `DigestKey` went out).
     started: bool,
+    /// The connection whose node holds that state: the rest of the operation goes there,
+    /// and fails with `CKR_DEVICE_ERROR` if that node fails (such an operation cannot be
+    /// resumed elsewhere).
+    conn: Option<u64>,
     /// Output the node produced for updates, handed out at `*Final`.
     output: Zeroizing<Vec<u8>>,
     /// The result of a size query or a too-small buffer, handed out by the next call.
@@ -297,6 +301,7 @@ impl Token {
             buffer: Zeroizing::new(Vec::new()),
             fed: 0,
             started: false,
+            conn: None,
             output: Zeroizing::new(Vec::new()),
             result: None,
         });
@@ -321,12 +326,14 @@ impl Token {
     /// without waiting could overtake the start of the session's next operation and kill it.
     /// Errors are only logged; the state dies with the session anyway.
     fn abandon(&self, session: &Session, kind: Kind, op: &Operation) {
-        if op.started {
+        if op.started
+            && let Some(conn) = op.conn
+        {
             let request = Request::OperationCancel {
                 session: session.id(),
                 kind: kind.wire(),
             };
-            if let Err(e) = self.call_for(session, &request) {
+            if let Err(e) = self.call_on(session, &request, conn) {
                 tracing::debug!("cancel of an abandoned operation failed: {e}");
             }
         }
@@ -530,7 +537,7 @@ impl Token {
                 start: op.start(),
                 key,
             };
-            match self.call_for(&session, &request)? {
+            match self.call_stateful(&session, op, &request)? {
                 Response::OperationData(_) => {
                     op.started = true;
                     Ok(())
@@ -539,6 +546,24 @@ impl Token {
             }
         })();
         sent.map_err(|e| self.fail(&session, Kind::Digest, slot, e))
+    }
+
+    /// Sends a request of an operation whose state the node holds: the first goes where the
+    /// key allows (and records the connection), the rest to that connection only.
+    fn call_stateful(
+        &self,
+        session: &Session,
+        op: &mut Operation,
+        request: &Request,
+    ) -> Result<Response> {
+        match op.conn {
+            Some(conn) => self.call_on(session, request, conn).map(|s| s.response),
+            None => {
+                let served = self.call_served(session, request)?;
+                op.conn = Some(served.conn);
+                Ok(served.response)
+            }
+        }
     }
 
     /// Buffers input, sending a full buffer to the node whenever more arrives than fits.
@@ -571,7 +596,7 @@ impl Token {
             start: op.start(),
             data,
         };
-        match self.call_for(session, &request)? {
+        match self.call_stateful(session, op, &request)? {
             Response::OperationData(out) => {
                 op.started = true;
                 if op.output.len().saturating_add(out.len()) > MAX_MULTIPART + (64 << 10) {
@@ -609,7 +634,7 @@ impl Token {
             start: None,
             signature: signature.map(<[u8]>::to_vec),
         };
-        match (kind, self.call_for(session, &request)?) {
+        match (kind, self.call_stateful(session, op, &request)?) {
             (Kind::Verify, Response::Verified) => Ok(Zeroizing::new(Vec::new())),
             (Kind::Verify, Response::OperationData(d)) if d.is_empty() => {
                 Ok(Zeroizing::new(Vec::new()))
@@ -798,6 +823,7 @@ mod tests {
             buffer: Zeroizing::new(Vec::new()),
             fed: 0,
             started: false,
+            conn: None,
             output: Zeroizing::new(Vec::new()),
             result: Some(Zeroizing::new(result)),
         })

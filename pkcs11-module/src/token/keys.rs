@@ -86,8 +86,9 @@ impl Token {
             wrapped: wrapped.to_vec(),
             template,
         };
-        match self.call_for(&session, &request)? {
-            Response::ObjectCreated(info) => self.register(info, &session),
+        let served = self.call_served(&session, &request)?;
+        match served.response {
+            Response::ObjectCreated(info) => self.register(info, &session, served.conn),
             other => Err(unexpected(&request, &other)),
         }
     }
@@ -116,8 +117,9 @@ impl Token {
             base_key: base.info.id,
             template,
         };
-        match self.call_for(&session, &request)? {
-            Response::ObjectCreated(info) => self.register(info, &session),
+        let served = self.call_served(&session, &request)?;
+        match served.response {
+            Response::ObjectCreated(info) => self.register(info, &session, served.conn),
             other => Err(unexpected(&request, &other)),
         }
     }

@@ -13,6 +13,7 @@
 pub mod crypto;
 pub mod keys;
 pub mod object;
+mod route;
 pub mod session;
 pub mod slot;
 
@@ -30,7 +31,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Default for `request_timeout_ms`.
-const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(30_000);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Default for `connect_timeout_ms`.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
+/// Default for `failover_timeout_ms`.
+const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// Default for `membership_refresh_ms`.
+const DEFAULT_REFRESH: Duration = Duration::from_millis(5_000);
 
 /// How long `C_Finalize` waits for the runtime's threads.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(500);
@@ -167,6 +174,21 @@ impl Token {
                 .request_timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            connect_timeout: config
+                .connect_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            failover_timeout: config
+                .failover_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_FAILOVER_TIMEOUT),
+            connections_per_node: config.connections_per_node.unwrap_or(1).clamp(1, 16),
+            discover: config.discover_members.unwrap_or(true),
+            refresh_interval: config
+                .membership_refresh_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_REFRESH)
+                .max(Duration::from_millis(200)),
             tls: Arc::new(tls),
         };
         let client = Client::new(runtime.handle().clone(), settings);

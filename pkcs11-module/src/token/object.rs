@@ -21,6 +21,8 @@ pub struct ObjectTable {
     by_handle: HashMap<u64, Entry>,
     by_id: HashMap<ObjectId, u64>,
     next: u64,
+    /// How many entries are session objects.
+    session_objects: usize,
 }
 
 impl Default for ObjectTable {
@@ -30,6 +32,7 @@ impl Default for ObjectTable {
             by_id: HashMap::new(),
             // 0 is CK_INVALID_HANDLE.
             next: 1,
+            session_objects: 0,
         }
     }
 }
@@ -41,11 +44,15 @@ pub struct Entry {
     pub info: ObjectInfo,
     /// The session that created it, for session objects this module created.
     pub owner: Option<u64>,
+    /// For a session object: the connection whose node holds it (it dies with it).
+    pub conn: Option<u64>,
 }
 
 impl ObjectTable {
-    /// The handle of an object, assigned on first sight.
-    pub fn register(&mut self, info: ObjectInfo, owner: Option<u64>) -> u64 {
+    /// The handle of an object, assigned on first sight. `conn` is the connection that
+    /// reported it, recorded for session objects.
+    pub fn register(&mut self, info: ObjectInfo, owner: Option<u64>, conn: u64) -> u64 {
+        let conn = (!info.allows(ObjectInfo::TOKEN)).then_some(conn);
         if let Some(&handle) = self.by_id.get(&info.id)
             && let Some(entry) = self.by_handle.get_mut(&handle)
         {
@@ -53,11 +60,20 @@ impl ObjectTable {
             if entry.owner.is_none() {
                 entry.owner = owner;
             }
+            if conn.is_some() && entry.conn.is_none() {
+                self.session_objects += 1;
+            }
+            if conn.is_some() {
+                entry.conn = conn;
+            }
             return handle;
         }
         let handle = self.next;
         self.next += 1;
-        self.by_handle.insert(handle, Entry { info, owner });
+        if conn.is_some() {
+            self.session_objects += 1;
+        }
+        self.by_handle.insert(handle, Entry { info, owner, conn });
         self.by_id.insert(info.id, handle);
         handle
     }
@@ -71,19 +87,37 @@ impl ObjectTable {
     pub fn remove(&mut self, handle: u64) {
         if let Some(entry) = self.by_handle.remove(&handle) {
             self.by_id.remove(&entry.info.id);
+            if entry.conn.is_some() {
+                self.session_objects = self.session_objects.saturating_sub(1);
+            }
         }
     }
 
     /// Forgets the session objects of a closed session (the node destroys them).
     pub fn forget_session(&mut self, session: u64) {
         let by_id = &mut self.by_id;
+        let mut gone = 0;
         self.by_handle.retain(|_, entry| {
-            let keep = entry.owner != Some(session);
+            let keep = entry.owner != Some(session) || entry.conn.is_none();
             if !keep {
                 by_id.remove(&entry.info.id);
+                gone += 1;
             }
             keep
         });
+        self.session_objects = self.session_objects.saturating_sub(gone);
+    }
+
+    /// The connection holding a session object, by id (`None` for token objects and
+    /// unknown ids).
+    pub fn conn_of(&self, id: ObjectId) -> Option<u64> {
+        let handle = self.by_id.get(&id)?;
+        self.by_handle.get(handle)?.conn
+    }
+
+    /// Whether any session object is known (searches must then see the home connection).
+    pub fn has_session_objects(&self) -> bool {
+        self.session_objects > 0
     }
 }
 
@@ -121,18 +155,33 @@ fn check_generation_mechanism(mechanism: &Mechanism, flag: ck::CK_FLAGS) -> Resu
 }
 
 impl Token {
-    /// What we know about an object handle, or `None`.
+    /// What we know about an object handle, or `None`; also `None` for a session object
+    /// whose node failed (it is gone, and its handle with it).
     pub(super) fn object(&self, handle: ck::CK_OBJECT_HANDLE) -> Result<Option<Entry>> {
-        Ok(self.objects.read()?.get(handle as u64))
+        let entry = self.objects.read()?.get(handle as u64);
+        match entry {
+            Some(Entry {
+                conn: Some(conn), ..
+            }) if !self.client().is_live(conn) => {
+                tracing::info!(
+                    handle,
+                    "session object lost with the node that held it: handle invalid"
+                );
+                self.objects.write()?.remove(handle as u64);
+                Ok(None)
+            }
+            other => Ok(other),
+        }
     }
 
     pub(super) fn register(
         &self,
         info: ObjectInfo,
         session: &Session,
+        conn: u64,
     ) -> Result<ck::CK_OBJECT_HANDLE> {
         let owner = owner_of(&info, session);
-        Ok(self.objects.write()?.register(info, owner) as ck::CK_OBJECT_HANDLE)
+        Ok(self.objects.write()?.register(info, owner, conn) as ck::CK_OBJECT_HANDLE)
     }
 
     /// `C_GenerateKeyPair`.
@@ -159,10 +208,11 @@ impl Token {
             public_template,
             private_template,
         };
-        match self.call_for(&session, &request)? {
+        let served = self.call_served(&session, &request)?;
+        match served.response {
             Response::KeyPairGenerated { public, private } => Ok((
-                self.register(public, &session)?,
-                self.register(private, &session)?,
+                self.register(public, &session, served.conn)?,
+                self.register(private, &session, served.conn)?,
             )),
             other => Err(unexpected(&request, &other)),
         }
@@ -188,8 +238,9 @@ impl Token {
             mechanism,
             template,
         };
-        match self.call_for(&session, &request)? {
-            Response::KeyGenerated { key } => self.register(key, &session),
+        let served = self.call_served(&session, &request)?;
+        match served.response {
+            Response::KeyGenerated { key } => self.register(key, &session, served.conn),
             other => Err(unexpected(&request, &other)),
         }
     }
@@ -211,8 +262,9 @@ impl Token {
             session: session.id(),
             template,
         };
-        match self.call_for(&session, &request)? {
-            Response::ObjectCreated(info) => self.register(info, &session),
+        let served = self.call_served(&session, &request)?;
+        match served.response {
+            Response::ObjectCreated(info) => self.register(info, &session, served.conn),
             other => Err(unexpected(&request, &other)),
         }
     }
@@ -287,9 +339,12 @@ impl Token {
             object: entry.info.id,
             template,
         };
-        match self.call_for(&session, &request)? {
+        let served = self.call_served(&session, &request)?;
+        match served.response {
             Response::ObjectUpdated(info) => {
-                self.objects.write()?.register(info, entry.owner);
+                self.objects
+                    .write()?
+                    .register(info, entry.owner, served.conn);
                 Ok(())
             }
             other => Err(unexpected(&request, &other)),
@@ -321,8 +376,9 @@ impl Token {
             object: entry.info.id,
             template,
         };
-        match self.call_for(&session, &request)? {
-            Response::ObjectCreated(info) => self.register(info, &session),
+        let served = self.call_served(&session, &request)?;
+        match served.response {
+            Response::ObjectCreated(info) => self.register(info, &session, served.conn),
             other => Err(unexpected(&request, &other)),
         }
     }
@@ -395,7 +451,8 @@ impl Token {
             session: session.id(),
             template,
         };
-        let found = match self.call_for(&session, &request)? {
+        let served = self.call_served(&session, &request)?;
+        let found = match served.response {
             Response::Objects(found) => found,
             other => return Err(unexpected(&request, &other)),
         };
@@ -406,7 +463,7 @@ impl Token {
                 .map(|info| {
                     // Session objects this module did not create in this session keep the
                     // owner recorded when they were created.
-                    objects.register(*info, None) as ck::CK_OBJECT_HANDLE
+                    objects.register(*info, None, served.conn) as ck::CK_OBJECT_HANDLE
                 })
                 .collect()
         };
@@ -466,19 +523,25 @@ mod tests {
     #[test]
     fn handles_are_stable_nonzero_and_never_reused() {
         let mut t = ObjectTable::default();
-        let a = t.register(info(10, 0), Some(1));
-        let b = t.register(info(11, ObjectInfo::TOKEN), None);
+        let a = t.register(info(10, 0), Some(1), 7);
+        let b = t.register(info(11, ObjectInfo::TOKEN), None, 7);
         assert!(a != 0 && b != 0 && a != b);
-        assert_eq!(t.register(info(10, ObjectInfo::SIGN), None), a);
+        assert!(t.has_session_objects());
+        assert_eq!(t.conn_of(ObjectId(10)), Some(7));
+        assert_eq!(t.conn_of(ObjectId(11)), None);
+        assert_eq!(t.register(info(10, ObjectInfo::SIGN), None, 7), a);
         assert_eq!(t.get(a).unwrap().owner, Some(1));
         assert!(t.get(a).unwrap().info.allows(ObjectInfo::SIGN));
         t.forget_session(1);
         assert!(t.get(a).is_none());
+        assert!(!t.has_session_objects());
         assert!(t.get(b).is_some());
-        let c = t.register(info(10, 0), None);
+        let c = t.register(info(10, 0), None, 8);
         assert!(c != a && c != b);
         t.remove(b);
         assert!(t.get(b).is_none());
-        assert_ne!(t.register(info(11, 0), None), b);
+        assert_ne!(t.register(info(11, 0), None, 8), b);
+        t.remove(c);
+        assert!(t.has_session_objects());
     }
 }

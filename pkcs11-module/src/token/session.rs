@@ -33,6 +33,11 @@ impl Session {
     pub fn id(&self) -> SessionId {
         SessionId(self.handle)
     }
+
+    /// Notes that a request naming this session reached the nodes.
+    pub(super) fn mark_used(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Token {
@@ -45,13 +50,14 @@ impl Token {
             .read()?
             .get(&(handle as u64))
             .cloned()
-            .ok_or(Error::Code(ErrorCode::SessionHandleInvalid))
-    }
-
-    /// Sends a request on behalf of a session.
-    pub(super) fn call_for(&self, session: &Session, request: &Request) -> Result<Response> {
-        session.used.store(true, Ordering::Relaxed);
-        self.client().call(request)
+            .ok_or_else(|| {
+                // C_Finalize on another thread empties the table first.
+                if self.client().is_closed() {
+                    Error::NotInitialized
+                } else {
+                    Error::Code(ErrorCode::SessionHandleInvalid)
+                }
+            })
     }
 
     /// `C_OpenSession`.

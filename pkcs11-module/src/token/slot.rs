@@ -94,7 +94,7 @@ impl Token {
         if let Some(known) = self.identity.get() {
             return known.clone();
         }
-        match self.client().call(&hsm_proto::Request::Status) {
+        match self.client().read(&hsm_proto::Request::Status) {
             Ok(hsm_proto::Response::Status(status)) => match status.cluster_id {
                 Some(id) => {
                     let serial: String = id.chars().take(16).collect();

@@ -116,6 +116,8 @@ pub struct Module {
     user_pin: String,
     /// The node indices the module is configured with now.
     pub nodes: Vec<usize>,
+    /// Further settings written into the configuration by [`Module::use_nodes`].
+    pub options: toml::Table,
 }
 
 impl Module {
@@ -129,6 +131,7 @@ impl Module {
             slot: None,
             user_pin: cluster.user_pin.clone(),
             nodes: Vec::new(),
+            options: toml::Table::new(),
         }
     }
 
@@ -158,6 +161,9 @@ impl Module {
                 .join(",")
         );
         table.insert("nodes".into(), toml::Value::Array(addrs));
+        // Exactly these nodes: the tests choose which node serves.
+        table.insert("discover_members".into(), false.into());
+        table.extend(self.options.clone());
         table.insert("token_label".into(), label.clone().into());
         std::fs::write(&self.conf, toml::to_string(&table).expect("encode")).expect("write conf");
         self.ctx
@@ -180,6 +186,11 @@ impl Module {
         if self.slot.take().is_some() {
             self.ctx.clone().finalize().expect("C_Finalize");
         }
+    }
+
+    /// Records that the module was finalized elsewhere (through a clone of the context).
+    pub fn forget_initialized(&mut self) {
+        self.slot = None;
     }
 
     /// The library context (to open sessions from other threads).
