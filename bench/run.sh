@@ -13,7 +13,8 @@
 #   bench/run.sh --seconds 5 --large-find
 #   bench/run.sh --nodes 3 --ops p256-sign,aes-create --sessions 1,16
 # Binaries come from ${CARGO_TARGET_DIR:-target}/release. Results:
-# target/bench-results/{results.md,chart.png,*.jsonl} (or --out DIR).
+# target/bench-results/{results.md,chart.png,*.jsonl} (or --out DIR), and with a 3-node
+# cluster the failover run's failover.{png,json} (HSM_BENCH_FAILOVER=0 skips it).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -125,6 +126,21 @@ sampler=$!
 # The tokens are throwaway: skip destroying the C_FindObjects population at the end.
 status=0
 "$bin/hsm-bench" --no-cleanup "${ours[@]}" "${bench_args[@]}" || status=$?
+
+# The failover run on the 3-node cluster: ops/s over time while its leader is killed with
+# SIGKILL and restarted (failover.png and failover.json beside the table). Skip it with
+# HSM_BENCH_FAILOVER=0.
+out_dir="target/bench-results"
+for ((i = 0; i < ${#bench_args[@]}; i++)); do
+    case "${bench_args[i]}" in
+    --out) out_dir="${bench_args[i + 1]:-$out_dir}" ;;
+    --out=*) out_dir="${bench_args[i]#--out=}" ;;
+    esac
+done
+if [[ -n "${conf_3:-}" && "${HSM_BENCH_FAILOVER:-1}" != 0 ]]; then
+    HSM_PKCS11_CONF="$conf_3" "$bin/hsm-bench" failover --pin-env HSM_BENCH_PIN_3 \
+        --cluster-dir "$work/c3" --bin-dir "$bin" --out "$out_dir" || status=$?
+fi
 kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
 awk '{ n++; if ($1 > 0) busy++; if ($1 > max) max = $1 }

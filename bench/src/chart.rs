@@ -24,7 +24,7 @@ fn chart_err(e: impl std::fmt::Display) -> BenchError {
 }
 
 /// Registers the font as "sans-serif" (once per process).
-fn load_font(explicit: Option<&Path>) -> Result<()> {
+pub fn load_font(explicit: Option<&Path>) -> Result<()> {
     let path: PathBuf = match explicit {
         Some(p) => p.to_path_buf(),
         None => FONT_CANDIDATES

@@ -9,6 +9,7 @@
 mod chart;
 mod columns;
 mod error;
+mod failover;
 mod limit;
 mod measure;
 mod ops;
@@ -55,6 +56,10 @@ enum Cmd {
     /// Create COUNT AES-256 token keys through a module as fast as it takes them, from many
     /// sessions, and leave them there (the scale test's fill; bench/scale.sh).
     Fill(FillArgs),
+    /// Signing throughput over time while the leader of an `hsmctl dev` cluster is killed
+    /// and restarted: failover.json and failover.png in --out (bench/run.sh runs it on the
+    /// 3-node cluster).
+    Failover(FailoverArgs),
     /// Measure one column (started by hsm-bench itself).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -151,6 +156,41 @@ struct FillArgs {
 }
 
 #[derive(Args, Debug)]
+struct FailoverArgs {
+    /// The module [default: $HSM_PKCS11_MODULE, else target/release/libhsm_pkcs11.so]; its
+    /// configuration comes from $HSM_PKCS11_CONF.
+    #[arg(long)]
+    module: Option<PathBuf>,
+    /// The environment variable holding the PIN.
+    #[arg(long, default_value = "HSM_PIN")]
+    pin_env: String,
+    /// The `hsmctl dev` cluster directory.
+    #[arg(long)]
+    cluster_dir: PathBuf,
+    /// Directory of the hsmctl and hsm-daemon binaries [default: next to hsm-bench].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Signing sessions (one thread each).
+    #[arg(long, default_value_t = 16)]
+    sessions: usize,
+    /// Length of the run, seconds.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// When the leader is killed (SIGKILL), seconds from the start.
+    #[arg(long, default_value_t = 8)]
+    kill_at: u64,
+    /// When it is started again and unsealed.
+    #[arg(long, default_value_t = 16)]
+    restart_at: u64,
+    /// Output directory.
+    #[arg(long, default_value = "target/bench-results")]
+    out: PathBuf,
+    /// TTF font for the chart.
+    #[arg(long)]
+    font: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct ReportArgs {
     /// The directory holding <target>.jsonl.
     #[arg(long, default_value = "target/bench-results")]
@@ -187,6 +227,7 @@ fn main() -> ExitCode {
         Some(Cmd::Report(args)) => report_cmd(&args.out, args.font.as_deref()),
         Some(Cmd::FreePort(args)) => free_port(args.count),
         Some(Cmd::Fill(args)) => fill_cmd(&args),
+        Some(Cmd::Failover(args)) => failover_cmd(&args),
         Some(Cmd::Worker(args)) => worker_cmd(&args),
         None => run(&cli.run),
     };
@@ -635,6 +676,51 @@ fn fill_cmd(args: &FillArgs) -> Result<()> {
         args.sessions
     );
     outcome.map_err(|e| BenchError::Module(format!("after {made} keys: {e}")))
+}
+
+fn failover_cmd(args: &FailoverArgs) -> Result<()> {
+    let module = ours_module(args.module.clone(), &args.pin_env).map_err(BenchError::Usage)?;
+    let pin = std::env::var(&args.pin_env)
+        .map_err(|_| BenchError::Usage(format!("${} (the PIN) is not set", args.pin_env)))?;
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .map_err(io("find hsm-bench's directory"))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
+    let spec = failover::Spec {
+        module,
+        pin,
+        cluster_dir: args.cluster_dir.clone(),
+        hsmctl: bin_dir.join("hsmctl"),
+        daemon: bin_dir.join("hsm-daemon"),
+        sessions: args.sessions,
+        seconds: args.seconds,
+        kill_at: args.kill_at,
+        restart_at: args.restart_at,
+        out: args.out.clone(),
+        font: args.font.clone(),
+    };
+    let s = failover::run(&spec)?;
+    let spread: Vec<String> = s.spread().iter().map(|(n, r)| format!("{n} {r}")).collect();
+    println!(
+        "failover: requests per node while signing steadily: {}",
+        spread.join(", ")
+    );
+    println!(
+        "failover: {} signatures, {} failed; steady {:.0}/s; longest stall {:.0} ms; below half \
+         the steady rate for at most {} ms (target: at most 2000 ms): {}; chart {}",
+        s.ops(),
+        s.failed(),
+        s.steady(),
+        s.stall_ms(),
+        s.below_half_ms(),
+        if s.met() { "met" } else { "NOT met" },
+        args.out.join("failover.png").display()
+    );
+    Ok(())
 }
 
 fn worker_cmd(args: &WorkerArgs) -> Result<()> {
