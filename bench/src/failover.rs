@@ -501,7 +501,7 @@ fn draw(path: &Path, s: &Summary, font: Option<&Path>) -> Result<()> {
             RGBColor(200, 60, 60).stroke_width(1),
         )))
         .map_err(|e| err(&e))?;
-    for (t, label) in &s.events {
+    for (i, (t, label)) in s.events.iter().enumerate() {
         chart
             .draw_series(std::iter::once(PathElement::new(
                 vec![(*t, 0.0), (*t, top)],
@@ -511,7 +511,8 @@ fn draw(path: &Path, s: &Summary, font: Option<&Path>) -> Result<()> {
         chart
             .draw_series(std::iter::once(Text::new(
                 label.clone(),
-                (*t + 0.2, top * 0.95),
+                // Staggered: events can be a fraction of a second apart.
+                (*t + 0.2, top * (0.96 - 0.05 * i as f64)),
                 ("sans-serif", 13),
             )))
             .map_err(|e| err(&e))?;
