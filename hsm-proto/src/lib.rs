@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attr;
+pub mod bytes;
 pub mod config;
 pub mod error;
 pub mod frame;

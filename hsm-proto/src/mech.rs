@@ -30,8 +30,10 @@ pub enum MechanismParams {
     /// `CK_GCM_PARAMS`.
     Gcm {
         /// The IV (12 bytes is the only length we accept today).
+        #[serde(with = "crate::bytes")]
         iv: Vec<u8>,
         /// Additional authenticated data.
+        #[serde(with = "crate::bytes")]
         aad: Vec<u8>,
         /// Tag length in bits.
         tag_bits: u64,
@@ -52,10 +54,11 @@ pub enum MechanismParams {
         /// `CKG_MGF1_SHA*`.
         mgf: u64,
         /// The label (`CKZ_DATA_SPECIFIED` source), empty if none.
+        #[serde(with = "crate::bytes")]
         label: Vec<u8>,
     },
     /// A bare byte string parameter (an IV for CBC, say).
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "crate::bytes")] Vec<u8>),
     /// `CK_GCM_PARAMS` whose IV the token generates (the caller passed an all-zero IV, the
     /// CloudHSM convention); the generated IV comes back in the response and the module writes
     /// it into the caller's `pIv`.
@@ -63,6 +66,7 @@ pub enum MechanismParams {
         /// IV length wanted (12).
         iv_len: u64,
         /// Additional authenticated data.
+        #[serde(with = "crate::bytes")]
         aad: Vec<u8>,
         /// Tag length in bits.
         tag_bits: u64,
@@ -72,6 +76,7 @@ pub enum MechanismParams {
         /// Bits of the counter block that increment.
         counter_bits: u64,
         /// Initial counter block (16 bytes).
+        #[serde(with = "crate::bytes")]
         block: Vec<u8>,
     },
     /// `CK_ECDH1_DERIVE_PARAMS`.
@@ -79,8 +84,10 @@ pub enum MechanismParams {
         /// `CKD_NULL` or `CKD_SHA*_KDF`.
         kdf: u64,
         /// KDF shared data (empty for `CKD_NULL`).
+        #[serde(with = "crate::bytes")]
         shared_data: Vec<u8>,
         /// The other party's public point (raw or DER OCTET STRING).
+        #[serde(with = "crate::bytes")]
         public_data: Vec<u8>,
     },
     /// `CK_EDDSA_PARAMS` (Ed25519ph / Ed25519ctx).
@@ -88,6 +95,7 @@ pub enum MechanismParams {
         /// Pre-hash variant.
         prehash: bool,
         /// Context string.
+        #[serde(with = "crate::bytes")]
         context: Vec<u8>,
     },
 }

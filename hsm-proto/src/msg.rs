@@ -247,8 +247,10 @@ pub struct JoinPackage {
     /// The joining node's id.
     pub node_id: u64,
     /// The admitting node's ephemeral public key (uncompressed SEC 1 point).
+    #[serde(with = "crate::bytes")]
     pub ephemeral_public: Vec<u8>,
     /// The wrapped key: nonce || ciphertext || tag.
+    #[serde(with = "crate::bytes")]
     pub wrapped_cdk: Vec<u8>,
 }
 
@@ -328,6 +330,7 @@ pub enum Request {
         /// The joining node's id (from its certificate and configuration).
         node_id: u64,
         /// The joining node's public key, as [`Response::JoinKey`] gave it.
+        #[serde(with = "crate::bytes")]
         join_key: Vec<u8>,
     },
     /// → [`Response::Joined`]: a node awaiting join receives the package from `AdmitNode`,
@@ -428,8 +431,10 @@ pub enum Request {
         /// Mechanism.
         mechanism: Mechanism,
         /// Data (or digest).
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
         /// The signature to check.
+        #[serde(with = "crate::bytes")]
         signature: Vec<u8>,
     },
     /// → [`Response::Ciphertext`].
@@ -452,6 +457,7 @@ pub enum Request {
         /// Mechanism.
         mechanism: Mechanism,
         /// Ciphertext.
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
     /// → [`Response::Random`].
@@ -506,6 +512,7 @@ pub enum Request {
         /// Set when no update came before (an operation over empty input).
         start: Option<OperationStart>,
         /// The signature to check, for verify.
+        #[serde(with = "crate::bytes::option")]
         signature: Option<Vec<u8>>,
     },
     /// → [`Response::OperationData`] (empty): `C_DigestKey`, the key's value fed to a digest.
@@ -554,6 +561,7 @@ pub enum Request {
         /// The unwrapping key.
         unwrapping_key: ObjectId,
         /// The wrapped key.
+        #[serde(with = "crate::bytes")]
         wrapped: Vec<u8>,
         /// Template of the new key.
         template: Vec<Attribute>,
@@ -662,6 +670,7 @@ pub enum Response {
         /// The node's id.
         node_id: u64,
         /// Its fresh P-256 public key (uncompressed SEC 1 point).
+        #[serde(with = "crate::bytes")]
         public_key: Vec<u8>,
     },
     /// Answer to `AdmitNode`.
@@ -694,21 +703,23 @@ pub enum Response {
     /// Answer to `DestroyObject`.
     ObjectDestroyed,
     /// Answer to `Sign`.
-    Signature(Vec<u8>),
+    Signature(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Answer to `Verify` when the signature is valid.
     Verified,
     /// Answer to `Encrypt`.
-    Ciphertext(Vec<u8>),
+    Ciphertext(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Answer to `Decrypt`.
     Plaintext(SecretBytes),
     /// Answer to `GenerateRandom`.
-    Random(Vec<u8>),
+    Random(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Answer to `Encrypt` with [`crate::MechanismParams::GcmGeneratedIv`]: the IV the token
     /// chose and the ciphertext.
     CiphertextWithIv {
         /// The generated IV.
+        #[serde(with = "crate::bytes")]
         iv: Vec<u8>,
         /// Ciphertext and tag.
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
     /// Answer to `SetAttributeValue`: the object's new summary.
@@ -720,9 +731,9 @@ pub enum Response {
     /// Answer to `OperationCancel`.
     OperationCancelled,
     /// Answer to `Digest`.
-    Digest(Vec<u8>),
+    Digest(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Answer to `WrapKey`.
-    WrappedKey(Vec<u8>),
+    WrappedKey(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Answer to `SetPin` and `InitPin`.
     PinChanged,
     /// Any request can fail.

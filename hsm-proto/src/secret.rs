@@ -4,10 +4,24 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroizing;
 
-/// Bytes that may be key material or plaintext: zeroized on drop, redacted in `Debug`.
-#[derive(Serialize, Deserialize, Default, PartialEq, Eq)]
-#[serde(transparent)]
+/// Bytes that may be key material or plaintext: zeroized on drop, redacted in `Debug`. On the
+/// wire a byte string (see [`crate::bytes`]), read into one exactly sized buffer, so decoding
+/// leaves no outgrown copies behind.
+#[derive(Default, PartialEq, Eq)]
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl Serialize for SecretBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_byte_buf(crate::bytes::ByteVisitor)
+            .map(|v| SecretBytes(Zeroizing::new(v)))
+    }
+}
 
 impl SecretBytes {
     /// Wraps bytes; the caller's buffer moves in, no copy is left behind.
@@ -87,6 +101,19 @@ impl fmt::Debug for Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_bytes_keep_the_wire_format_of_a_byte_vector() {
+        for len in [0usize, 5, 200, 100_000] {
+            let v: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let s = SecretBytes::from_slice(&v);
+            let wire = postcard::to_stdvec(&s).unwrap();
+            assert_eq!(wire, postcard::to_stdvec(&v).unwrap());
+            let back: SecretBytes = postcard::from_bytes(&wire).unwrap();
+            assert_eq!(back.expose_secret(), &v[..]);
+            assert_eq!(back.0.capacity(), len, "decoded into one exact buffer");
+        }
+    }
 
     #[test]
     fn debug_never_shows_the_secret() {
