@@ -1,7 +1,12 @@
 //! The client listener: TLS 1.3 with client certificates (admin and application roles only),
-//! the version handshake, then pipelined requests. A connection reads frames and hands each request to a blocking task
-//! (crypto off the I/O threads); one writer task coalesces responses into few TLS writes.
-//! A malformed or oversized frame is logged and drops that connection; the node keeps serving.
+//! the version handshake, then pipelined requests. A connection reads frames; cheap requests
+//! (EC and Ed25519 signatures, verification, symmetric operations and digests of up to 64 KiB,
+//! searches, attributes, small random) run inline on the connection's task and write their
+//! answer at once; expensive ones (RSA private-key operations, commits, Argon2id, large inputs)
+//! go to the blocking pool through bounded permits: per connection (a client that floods or
+//! stops reading is paused, not the node), for the whole pool, and a small one for Argon2id.
+//! One writer task coalesces responses into few TLS writes. A malformed or oversized frame is
+//! logged and drops that connection; the node keeps serving.
 
 use crate::handler::{self, Connection};
 use crate::node::Node;
@@ -14,13 +19,77 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 
 /// How long a client has to finish the TLS and version handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses queued per connection before the reader waits for the writer.
 const WRITE_QUEUE: usize = 1024;
+/// Requests one connection may have on the blocking pool (or waiting to queue their answer);
+/// beyond, its reader waits: that client is paused, the others are not.
+const PER_CONNECTION: usize = 32;
+/// Requests on the blocking pool at once, all connections together.
+const POOL: usize = 256;
+/// Argon2id requests (login, unseal, password changes) at once: each takes tens of MiB and
+/// most of a core for tens of milliseconds.
+const ARGON: usize = 2;
+/// The largest input a cheap operation handles inline.
+const INLINE_BYTES: usize = 64 << 10;
+
+/// Where a request runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cost {
+    /// On the connection's task: microseconds.
+    Inline,
+    /// On the blocking pool.
+    Pool,
+    /// On the blocking pool, one of [`ARGON`].
+    Argon,
+}
+
+fn cost(request: &Request) -> Cost {
+    use hsm_proto::mechlist::is_rsa;
+    let small = |n: usize| n <= INLINE_BYTES;
+    let inline_if = |cheap: bool| if cheap { Cost::Inline } else { Cost::Pool };
+    match request {
+        Request::Status
+        | Request::Logout
+        | Request::CloseSession { .. }
+        | Request::OperationCancel { .. }
+        | Request::ResumeLogin { .. }
+        | Request::RenewTicket
+        | Request::FindObjects { .. }
+        | Request::GetAttributeValue { .. }
+        | Request::GetObjectSize { .. } => Cost::Inline,
+        Request::GenerateRandom { length } => inline_if(small(*length as usize)),
+        Request::Digest { data, .. } => inline_if(small(data.len())),
+        // Public-key operations are cheap for every key type.
+        Request::Verify {
+            data, signature, ..
+        } => inline_if(small(data.len() + signature.len())),
+        Request::Encrypt { data, .. } => inline_if(small(data.len())),
+        Request::Sign {
+            mechanism, data, ..
+        } => inline_if(!is_rsa(mechanism.kind) && small(data.len())),
+        Request::Decrypt {
+            mechanism, data, ..
+        } => inline_if(!is_rsa(mechanism.kind) && small(data.len())),
+        Request::Login { .. }
+        | Request::Unseal(_)
+        | Request::SetPin { .. }
+        | Request::InitPin { .. }
+        | Request::CreateUser { .. } => Cost::Argon,
+        _ => Cost::Pool,
+    }
+}
+
+/// The node-wide permits.
+#[derive(Clone)]
+struct Limits {
+    pool: Arc<Semaphore>,
+    argon: Arc<Semaphore>,
+}
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -33,6 +102,10 @@ pub async fn serve(
     acceptor: TlsAcceptor,
     node: Arc<Node>,
 ) -> std::io::Result<()> {
+    let limits = Limits {
+        pool: Arc::new(Semaphore::new(POOL)),
+        argon: Arc::new(Semaphore::new(ARGON)),
+    };
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -46,9 +119,10 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let node = node.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-            match connection(tcp, peer, id, acceptor, node).await {
+            match connection(tcp, peer, id, acceptor, node, limits).await {
                 Ok(()) | Err(FrameError::Closed) => tracing::debug!("conn {id} from {peer} closed"),
                 Err(e) => tracing::warn!("conn {id} from {peer} dropped: {e}"),
             }
@@ -62,6 +136,7 @@ async fn connection(
     id: u64,
     acceptor: TlsAcceptor,
     node: Arc<Node>,
+    limits: Limits,
 ) -> Result<(), FrameError> {
     let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
@@ -113,7 +188,13 @@ async fn connection(
         let _ = write_half.shutdown().await;
     });
 
-    let conn = Arc::new(Connection::new(cert_role, cert_hash));
+    let ctx = Ctx {
+        node,
+        conn: Arc::new(Connection::new(cert_role, cert_hash)),
+        tx,
+        limits,
+        mine: Arc::new(Semaphore::new(PER_CONNECTION)),
+    };
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut buf = Vec::new();
     let result = loop {
@@ -124,68 +205,109 @@ async fn connection(
             Ok(e) => e,
             Err(e) => break Err(e),
         };
-        let (node, conn, tx) = (node.clone(), conn.clone(), tx.clone());
         // Read-your-writes: a client that saw index N elsewhere is served once this node has
         // applied N (bounded; the request runs anyway after the wait, and says what it saw).
         if envelope.index > 0
-            && let Some(token) = node.token()
+            && let Some(token) = ctx.node.token()
             && token.state().applied_index() < envelope.index
         {
             let token = token.clone();
             let wanted = envelope.index;
             let wait = token.cluster().settings().write_timeout;
+            let ctx = ctx.clone();
             tokio::spawn(async move {
                 if !token.wait_applied(wanted, wait).await {
                     tracing::warn!(
                         "conn {id}: index {wanted} not applied here within {wait:?}; serving anyway"
                     );
                 }
-                run(node, conn, tx, envelope);
+                ctx.dispatch(envelope).await;
             });
             continue;
         }
-        run(node, conn, tx, envelope);
+        if !ctx.dispatch(envelope).await {
+            break Ok(());
+        }
     };
-    drop(tx);
+    drop(ctx);
     let _ = writer.await;
     result
 }
 
-/// Handles one request on the blocking pool (crypto, Argon2id and commits block) and queues
-/// its response.
-fn run(
+/// What every request of one connection needs.
+#[derive(Clone)]
+struct Ctx {
     node: Arc<Node>,
     conn: Arc<Connection>,
     tx: mpsc::Sender<Vec<u8>>,
-    envelope: Envelope<Request>,
-) {
-    tokio::task::spawn_blocking(move || {
-        let request_id = envelope.id;
-        let call = handler::Call::new(envelope.key);
-        let response = handler::handle(&node, &conn, envelope.body, &call);
-        node.count_request();
-        let index = call.index.get();
-        let bytes = match frame::encode(&Envelope {
-            id: request_id,
-            index,
-            key: 0,
-            body: response,
-        }) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!("cannot encode a response: {e}");
-                let err = Response::Error(hsm_proto::WireError::new(
-                    hsm_proto::ErrorCode::DeviceError,
-                    "response too large to send",
-                ));
-                match frame::encode(&Envelope::new(request_id, err)) {
-                    Ok(b) => b,
-                    Err(_) => return,
-                }
-            }
+    limits: Limits,
+    /// This connection's share of the pool.
+    mine: Arc<Semaphore>,
+}
+
+impl Ctx {
+    /// Runs a request where its cost says and queues its answer. False once the connection's
+    /// writer is gone.
+    async fn dispatch(&self, envelope: Envelope<Request>) -> bool {
+        let cost = cost(&envelope.body);
+        if cost == Cost::Inline {
+            let bytes = respond(&self.node, &self.conn, envelope);
+            return self.tx.send(bytes).await.is_ok();
+        }
+        // Held until the answer is queued: a client that does not read keeps at most
+        // PER_CONNECTION answers and then stops being read.
+        let Ok(mine) = self.mine.clone().acquire_owned().await else {
+            return false;
         };
-        let _ = tx.blocking_send(bytes);
-    });
+        let Ok(pool) = self.limits.pool.clone().acquire_owned().await else {
+            return false;
+        };
+        let argon = match cost {
+            Cost::Argon => match self.limits.argon.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return false,
+            },
+            _ => None,
+        };
+        let (node, conn, tx) = (self.node.clone(), self.conn.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let computed = tokio::task::spawn_blocking(move || {
+                let _permits = (pool, argon);
+                respond(&node, &conn, envelope)
+            })
+            .await;
+            if let Ok(bytes) = computed {
+                let _ = tx.send(bytes).await;
+            }
+            drop(mine);
+        });
+        true
+    }
+}
+
+/// Handles one request and encodes its answer.
+fn respond(node: &Node, conn: &Connection, envelope: Envelope<Request>) -> Vec<u8> {
+    let request_id = envelope.id;
+    let call = handler::Call::new(envelope.key);
+    let response = handler::handle(node, conn, envelope.body, &call);
+    node.count_request();
+    let index = call.index.get();
+    match frame::encode(&Envelope {
+        id: request_id,
+        index,
+        key: 0,
+        body: response,
+    }) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("cannot encode a response: {e}");
+            let err = Response::Error(hsm_proto::WireError::new(
+                hsm_proto::ErrorCode::DeviceError,
+                "response too large to send",
+            ));
+            frame::encode(&Envelope::new(request_id, err)).unwrap_or_default()
+        }
+    }
 }
 
 /// The role in the client's certificate (verified against the cluster CA by the handshake)

@@ -111,6 +111,12 @@ pub fn info(kind: u64) -> Option<&'static MechanismInfo> {
     MECHANISMS.iter().find(|m| m.kind == kind)
 }
 
+/// Whether a mechanism takes an RSA key (its private-key operations cost milliseconds, not
+/// microseconds: the node runs them off its I/O threads).
+pub fn is_rsa(kind: u64) -> bool {
+    info(kind).is_some_and(|i| (i.min_key_size, i.max_key_size) == RSA)
+}
+
 /// Whether `kind` is served with all of `flags` (`CKF_SIGN`, …).
 pub fn supports(kind: u64, flags: u64) -> bool {
     info(kind).is_some_and(|m| m.flags & flags == flags)
