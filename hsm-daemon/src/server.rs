@@ -270,14 +270,24 @@ impl Ctx {
             _ => None,
         };
         let (node, conn, tx) = (self.node.clone(), self.conn.clone(), self.tx.clone());
+        let tx_later = tx.clone();
         tokio::spawn(async move {
+            // The worker queues the answer itself when the writer has room (the common case:
+            // no extra hop); when it has none (a client not reading), the answer waits here,
+            // in a task, not in a blocked pool thread.
             let computed = tokio::task::spawn_blocking(move || {
-                let _permits = (pool, argon);
-                respond(&node, &conn, envelope)
+                let bytes = {
+                    let _permits = (pool, argon);
+                    respond(&node, &conn, envelope)
+                };
+                match tx.try_send(bytes) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+                    Err(mpsc::error::TrySendError::Full(bytes)) => Some(bytes),
+                }
             })
             .await;
-            if let Ok(bytes) = computed {
-                let _ = tx.send(bytes).await;
+            if let Ok(Some(bytes)) = computed {
+                let _ = tx_later.send(bytes).await;
             }
             drop(mine);
         });
