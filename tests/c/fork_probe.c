@@ -21,23 +21,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef unsigned long CK_ULONG;
-typedef CK_ULONG CK_RV;
-typedef unsigned char CK_BBOOL;
-typedef struct { unsigned char major, minor; } CK_VERSION;
-typedef struct { CK_ULONG type; void *pValue; CK_ULONG ulValueLen; } CK_ATTRIBUTE;
-typedef struct { CK_ULONG mechanism; void *pParameter; CK_ULONG ulParameterLen; } CK_MECHANISM;
+#include "pkcs11_min.h"
 
-#define CKR_OK 0x0UL
 #define CKR_CRYPTOKI_NOT_INITIALIZED 0x190UL
 #define CKR_USER_ALREADY_LOGGED_IN 0x100UL
-#define CKF_RW_SESSION 2UL
-#define CKF_SERIAL_SESSION 4UL
-#define CKU_USER 1UL
-#define CKA_CLASS 0x0UL
-#define CKA_LABEL 0x3UL
 #define CKO_PRIVATE_KEY 3UL
-#define CKM_ECDSA 0x1041UL
 
 typedef CK_RV (*fn_void)(void *);
 typedef CK_RV (*fn_get_slot_list)(CK_BBOOL, CK_ULONG *, CK_ULONG *);

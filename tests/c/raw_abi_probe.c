@@ -16,20 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef unsigned long CK_ULONG;
-typedef CK_ULONG CK_RV;
-typedef unsigned char CK_BBOOL;
+#include "pkcs11_min.h"
 
-typedef struct { unsigned char major, minor; } CK_VERSION;
-typedef struct { CK_ULONG type; void *pValue; CK_ULONG ulValueLen; } CK_ATTRIBUTE;
-typedef struct { CK_ULONG mechanism; void *pParameter; CK_ULONG ulParameterLen; } CK_MECHANISM;
-
-#define CK_UNAVAILABLE_INFORMATION (~0UL)
-#define CKF_RW_SESSION 2UL
-#define CKF_SERIAL_SESSION 4UL
-#define CKU_USER 1UL
-#define CKA_CLASS 0x0UL
-#define CKA_LABEL 0x3UL
 #define CKA_VALUE 0x11UL
 #define CKA_KEY_TYPE 0x100UL
 #define CKA_SENSITIVE 0x103UL
@@ -39,7 +27,6 @@ typedef struct { CK_ULONG mechanism; void *pParameter; CK_ULONG ulParameterLen; 
 #define CKA_EC_PARAMS 0x180UL
 #define CKA_EC_POINT 0x181UL
 #define CKM_EC_KEY_PAIR_GEN 0x1040UL
-#define CKM_ECDSA 0x1041UL
 #define CKM_AES_GCM 0x1087UL
 #define BOGUS_HANDLE 0x7ead0bb1UL
 

@@ -26,24 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef unsigned long CK_ULONG;
-typedef CK_ULONG CK_RV;
-typedef unsigned char CK_BBOOL;
+#include "pkcs11_min.h"
 
-typedef struct { unsigned char major, minor; } CK_VERSION;
-typedef struct { CK_ULONG type; void *pValue; CK_ULONG ulValueLen; } CK_ATTRIBUTE;
-typedef struct { CK_ULONG mechanism; void *pParameter; CK_ULONG ulParameterLen; } CK_MECHANISM;
 typedef struct { CK_ULONG ulMinKeySize, ulMaxKeySize, flags; } CK_MECHANISM_INFO;
 typedef struct { CK_ULONG hashAlg, mgf, sLen; } CK_RSA_PKCS_PSS_PARAMS;
 
-#define CK_UNAVAILABLE_INFORMATION (~0UL)
-#define CKF_RW_SESSION 2UL
-#define CKF_SERIAL_SESSION 4UL
-#define CKU_USER 1UL
-#define CKR_OK 0UL
-#define CKA_CLASS 0x0UL
 #define CKA_TOKEN 0x1UL
-#define CKA_LABEL 0x3UL
 #define CKA_KEY_TYPE 0x100UL
 #define CKA_SENSITIVE 0x103UL
 #define CKA_ENCRYPT 0x104UL
