@@ -1008,6 +1008,10 @@ async fn maintain(inner: Weak<Inner>) {
         for link in inner.links_snapshot() {
             {
                 let mut conns = lock(&link.conns);
+                // Nobody reads an idle connection: look whether its node closed it.
+                for c in conns.iter() {
+                    c.check_idle();
+                }
                 let before = conns.len();
                 let stable = conns
                     .iter()
@@ -1058,7 +1062,7 @@ async fn refresh(inner: &Arc<Inner>) {
     };
     let timeout = inner.settings.request_timeout;
     match conn
-        .call_async(inner.fresh_id(), &Request::Status, timeout)
+        .call_async(inner.fresh_id(), Request::Status, timeout)
         .await
     {
         Ok(Response::Status(status)) => inner.learn(&status),
@@ -1071,7 +1075,7 @@ async fn refresh(inner: &Arc<Inner>) {
         .is_some_and(|l| Instant::now() >= l.renew_at);
     if due && conn.epoch.load(Ordering::Acquire) == epoch {
         match conn
-            .call_async(inner.fresh_id(), &Request::RenewTicket, timeout)
+            .call_async(inner.fresh_id(), Request::RenewTicket, timeout)
             .await
         {
             Ok(Response::LoggedIn {
@@ -1113,13 +1117,17 @@ async fn open(
         }
     };
     *lock(&link.name) = Some(name);
-    let conn = Arc::new(Connection::new(address.clone()));
-    tokio::spawn(conn::drive(conn.clone(), stream));
+    let (tcp, tls) = stream.into_inner();
+    let conn = tcp
+        .into_std()
+        .and_then(|tcp| Connection::new(address.clone(), tcp, tls, settings.request_timeout))
+        .map(Arc::new)
+        .map_err(|e| format!("{address}: socket: {e}"))?;
     // Ids of the background task's own requests: high bit set, never a caller's.
     static PROBE_ID: AtomicU64 = AtomicU64::new(1 << 63);
     let id = PROBE_ID.fetch_add(1, Ordering::Relaxed);
     let status = match conn
-        .call_async(id, &Request::Status, settings.request_timeout)
+        .call_async(id, Request::Status, settings.request_timeout)
         .await
     {
         Ok(Response::Status(s)) => s,
