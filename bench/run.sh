@@ -108,6 +108,8 @@ start_cluster() {
     printf -v "conf_$n" '%s' "$(. "$dir/env" && printf '%s' "$HSM_PKCS11_CONF")"
     export HSM_PKCS11_MODULE
     HSM_PKCS11_MODULE="$(. "$dir/env" && printf '%s' "$HSM_PKCS11_MODULE")"
+    # The daemons' process ids, for counting their context switches per operation.
+    printf -v "pids_$n" '%s' "$(grep -o 'hsm-daemon (pid [0-9]*' "$log" | grep -o '[0-9]*$' | paste -sd+)"
     echo "run.sh: $n-node dev cluster on 127.0.0.1:$port-$((port + 2 * n - 1)) (in $dir)"
 }
 
@@ -116,7 +118,8 @@ for n in "${cluster_sizes[@]}"; do
     start_cluster "$n"
     conf_var="conf_$n"
     if ((n == 1)); then label="ours (1 node)"; else label="ours ($n nodes)"; fi
-    ours+=(--ours "$label=${!conf_var},pin-env=HSM_BENCH_PIN_$n")
+    pids_var="pids_$n"
+    ours+=(--ours "$label=${!conf_var},pin-env=HSM_BENCH_PIN_$n${!pids_var:+,node-pids=${!pids_var}}")
 done
 
 # Other work on the machine disturbs the numbers: count concurrent compilations while we run.

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 pub const CONF_ENV: &str = "HSM_PKCS11_CONF";
 
 /// The option keys of an `--ours` value.
-const OPTION_KEYS: &[&str] = &["pin-env", "module", "token"];
+const OPTION_KEYS: &[&str] = &["pin-env", "module", "token", "node-pids"];
 
 /// One `--ours` column as given on the command line:
-/// `[LABEL=]CONF[,pin-env=VAR][,module=PATH][,token=LABEL]`.
+/// `[LABEL=]CONF[,pin-env=VAR][,module=PATH][,token=LABEL][,node-pids=PID+PID…]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OursSpec {
     /// The column header, if given.
@@ -24,10 +24,12 @@ pub struct OursSpec {
     pub module: Option<PathBuf>,
     /// The token label, if not the first initialized token.
     pub token: Option<String>,
+    /// The node processes serving the column, whose context switches the worker counts.
+    pub node_pids: Vec<u32>,
 }
 
 impl OursSpec {
-    /// Parses `[LABEL=]CONF[,pin-env=VAR][,module=PATH][,token=LABEL]`. The label ends at the
+    /// Parses `[LABEL=]CONF[,pin-env=VAR][,module=PATH][,token=LABEL][,node-pids=PID+PID…]`. The label ends at the
     /// first `=`; the options are the trailing comma-separated pieces that start with a known
     /// key (a path may itself hold commas).
     ///
@@ -36,7 +38,7 @@ impl OursSpec {
     pub fn parse(spec: &str) -> Result<OursSpec> {
         let bad = |why: &str| {
             BenchError::Usage(format!(
-                "--ours {spec:?}: {why} (expected [LABEL=]CONF[,pin-env=VAR][,module=PATH][,token=LABEL])"
+                "--ours {spec:?}: {why} (expected [LABEL=]CONF[,pin-env=VAR][,module=PATH][,token=LABEL][,node-pids=PID+PID…])"
             ))
         };
         // What precedes the first `=` is a label, unless it ends in an option key
@@ -48,7 +50,7 @@ impl OursSpec {
             _ => (None, spec),
         };
         let mut pieces: Vec<&str> = rest.split(',').collect();
-        let (mut pin_env, mut module, mut token) = (None, None, None);
+        let (mut pin_env, mut module, mut token, mut pids) = (None, None, None, None);
         while pieces.len() > 1 {
             let last = pieces[pieces.len() - 1];
             let Some((key, value)) = last.split_once('=') else {
@@ -58,6 +60,7 @@ impl OursSpec {
                 "pin-env" => &mut pin_env,
                 "module" => &mut module,
                 "token" => &mut token,
+                "node-pids" => &mut pids,
                 _ => break,
             };
             if value.is_empty() {
@@ -72,12 +75,21 @@ impl OursSpec {
         if conf.trim().is_empty() {
             return Err(bad("no configuration file"));
         }
+        let node_pids = match pids {
+            None => Vec::new(),
+            Some(p) => p
+                .split('+')
+                .map(|n| n.trim().parse::<u32>())
+                .collect::<std::result::Result<Vec<u32>, _>>()
+                .map_err(|_| bad("node-pids= takes process ids joined by +"))?,
+        };
         Ok(OursSpec {
             label,
             conf: PathBuf::from(conf),
             pin_env,
             module: module.map(PathBuf::from),
             token,
+            node_pids,
         })
     }
 }
@@ -165,6 +177,11 @@ mod tests {
         assert_eq!(s.token.as_deref(), Some("t"));
         assert_eq!(s.module, Some(PathBuf::from("/m.so")));
         assert_eq!(s.pin_env.as_deref(), Some("P"));
+
+        let s = OursSpec::parse("x=/c.toml,pin-env=P,node-pids=12+345").unwrap();
+        assert_eq!(s.node_pids, vec![12, 345]);
+        assert_eq!(s.pin_env.as_deref(), Some("P"));
+        assert!(OursSpec::parse("x=/c.toml,node-pids=12+x").is_err());
 
         assert!(OursSpec::parse("x=").is_err());
         assert!(OursSpec::parse("x=/c.toml,pin-env=").is_err());

@@ -215,6 +215,9 @@ struct WorkerArgs {
     /// Nodes in the column's cluster, when known (recorded in the results).
     #[arg(long)]
     nodes: Option<usize>,
+    /// The node processes, whose context switches are counted per operation.
+    #[arg(long, value_delimiter = ',')]
+    node_pids: Vec<u32>,
     #[arg(long)]
     plan: String,
     #[arg(long)]
@@ -358,6 +361,8 @@ enum Kind {
         module: std::result::Result<PathBuf, String>,
         pin_env: String,
         token: Option<String>,
+        /// The node processes serving it (their context switches are counted).
+        node_pids: Vec<u32>,
         /// Set as `$HSM_PKCS11_CONF` for the worker; `None`: inherited.
         conf: Option<PathBuf>,
         nodes: Option<usize>,
@@ -443,6 +448,10 @@ fn plan_columns(args: &RunArgs) -> Result<Vec<Planned>> {
             kind: Kind::Ours {
                 module,
                 pin_env,
+                node_pids: spec
+                    .as_ref()
+                    .map(|s| s.node_pids.clone())
+                    .unwrap_or_default(),
                 token: spec
                     .and_then(|s| s.token)
                     .or_else(|| args.ours_token.clone()),
@@ -501,9 +510,14 @@ fn run(args: &RunArgs) -> Result<()> {
                 token,
                 conf,
                 nodes,
+                node_pids,
             } => match module {
                 Ok(module) => {
                     cmd.arg("--module").arg(module).args(["--pin-env", pin_env]);
+                    if !node_pids.is_empty() {
+                        let pids: Vec<String> = node_pids.iter().map(u32::to_string).collect();
+                        cmd.args(["--node-pids", &pids.join(",")]);
+                    }
                     if let Some(t) = token {
                         cmd.args(["--token", t]);
                     }
@@ -745,6 +759,7 @@ fn worker_cmd(args: &WorkerArgs) -> Result<()> {
         &args.target,
         &args.column,
         args.nodes,
+        &args.node_pids,
         &backend,
         &plan,
         &args.results,

@@ -4,7 +4,7 @@
 
 use crate::error::OpError;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::{Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// One thread's way of doing the operation once.
@@ -79,8 +79,56 @@ pub struct Measured {
     pub p99_us: f64,
     /// Mean latency, microseconds.
     pub mean_us: f64,
+    /// Context switches per operation during the window (Linux only).
+    pub switches: Option<Switches>,
     /// A cleanup failure worth a note (not part of the measurement).
     pub cleanup_error: Option<String>,
+}
+
+/// Context switches per operation.
+#[derive(Clone, Copy, Debug)]
+pub struct Switches {
+    /// In this process (the application with the module in it).
+    pub client: f64,
+    /// In the node processes, if given.
+    pub node: Option<f64>,
+}
+
+/// Voluntary plus involuntary context switches of every thread of process `pid` (`None`:
+/// this process), from `/proc`.
+fn switches_of(pid: Option<u32>) -> Option<u64> {
+    let dir = match pid {
+        Some(p) => format!("/proc/{p}/task"),
+        None => "/proc/self/task".to_owned(),
+    };
+    let mut total = 0;
+    for task in std::fs::read_dir(dir).ok()? {
+        let Ok(status) = std::fs::read_to_string(task.ok()?.path().join("status")) else {
+            continue; // the thread ended
+        };
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some(total)
+}
+
+fn sample(node_pids: &[u32]) -> (Option<u64>, Option<u64>) {
+    let client = switches_of(None);
+    let node = if node_pids.is_empty() {
+        None
+    } else {
+        node_pids
+            .iter()
+            .map(|&p| switches_of(Some(p)))
+            .sum::<Option<u64>>()
+    };
+    (client, node)
 }
 
 struct ThreadOutcome {
@@ -100,20 +148,48 @@ pub fn run_cell(
     timing: Timing,
     heartbeat: &Heartbeat,
     factory: &RunnerFactory<'_>,
+    node_pids: &[u32],
 ) -> Result<Measured, OpError> {
     let barrier = Barrier::new(threads);
+    // Threads stay alive until the window's switches are counted (an ended thread's count
+    // leaves /proc with it).
+    let done = Barrier::new(threads + 1);
     let outcomes = Mutex::new(Vec::with_capacity(threads));
+    let started = OnceLock::new();
+    let mut counted = None;
     std::thread::scope(|scope| {
         for i in 0..threads {
             let barrier = &barrier;
             let outcomes = &outcomes;
+            let started = &started;
+            let done = &done;
             scope.spawn(move || {
-                let outcome = one_thread(i, barrier, timing, heartbeat, factory);
+                let outcome = one_thread(i, barrier, started, timing, heartbeat, factory);
                 if let Ok(mut all) = outcomes.lock() {
                     all.push(outcome);
                 }
+                done.wait();
             });
         }
+        // Count context switches over the window, from this (otherwise idle) thread.
+        let start = loop {
+            if let Some(s) = started.get() {
+                break Some(*s);
+            }
+            if outcomes.lock().is_ok_and(|o| o.len() == threads) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if let Some(start) = start {
+            std::thread::sleep((start + timing.warmup).saturating_duration_since(Instant::now()));
+            let before = sample(node_pids);
+            std::thread::sleep(
+                (start + timing.warmup + timing.window).saturating_duration_since(Instant::now()),
+            );
+            counted = Some((before, sample(node_pids)));
+        }
+        done.wait();
     });
     let outcomes = outcomes
         .into_inner()
@@ -135,12 +211,20 @@ pub fn run_cell(
     all.sort_unstable();
     let sum: u128 = all.iter().map(|&n| u128::from(n)).sum();
     let count = all.len() as u64;
+    let per_op = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?) as f64 / count as f64);
+    let switches = counted.and_then(|((c0, n0), (c1, n1))| {
+        Some(Switches {
+            client: per_op(c0, c1)?,
+            node: per_op(n0, n1),
+        })
+    });
     Ok(Measured {
         ops: count,
         ops_per_sec,
         p50_us: percentile(&all, 0.50) as f64 / 1000.0,
         p99_us: percentile(&all, 0.99) as f64 / 1000.0,
         mean_us: (sum / u128::from(count)) as f64 / 1000.0,
+        switches,
         cleanup_error,
     })
 }
@@ -148,6 +232,7 @@ pub fn run_cell(
 fn one_thread(
     i: usize,
     barrier: &Barrier,
+    started: &OnceLock<Instant>,
     timing: Timing,
     heartbeat: &Heartbeat,
     factory: &RunnerFactory<'_>,
@@ -168,6 +253,7 @@ fn one_thread(
         }
     };
     let start = Instant::now();
+    let _ = started.set(start);
     let window_start = start + timing.warmup;
     let window_end = window_start + timing.window;
     let mut latencies_ns = Vec::with_capacity(4096);
@@ -259,11 +345,22 @@ mod tests {
     #[test]
     fn measures_rate_and_latency_over_threads() {
         let hb = Heartbeat::new();
-        let m = run_cell(4, SHORT, &hb, &|_| Ok(Box::new(Sleepy) as Box<dyn Runner>)).unwrap();
+        let m = run_cell(
+            4,
+            SHORT,
+            &hb,
+            &|_| Ok(Box::new(Sleepy) as Box<dyn Runner>),
+            &[],
+        )
+        .unwrap();
         // 4 threads sleeping 2 ms each: about 2,000/s, latency about 2 ms.
         assert!(m.ops_per_sec > 1000.0 && m.ops_per_sec < 2100.0, "{m:?}");
         assert!(m.p50_us >= 2000.0 && m.p50_us < 20_000.0, "{m:?}");
         assert!(m.p99_us >= m.p50_us);
+        // Each operation sleeps, so each costs its thread at least one switch.
+        let switches = m.switches.expect("counted on Linux");
+        assert!(switches.client >= 0.9, "{switches:?}");
+        assert!(switches.node.is_none());
     }
 
     struct Slow;
@@ -277,7 +374,14 @@ mod tests {
     #[test]
     fn an_operation_slower_than_the_window_still_gets_a_number() {
         let hb = Heartbeat::new();
-        let m = run_cell(2, SHORT, &hb, &|_| Ok(Box::new(Slow) as Box<dyn Runner>)).unwrap();
+        let m = run_cell(
+            2,
+            SHORT,
+            &hb,
+            &|_| Ok(Box::new(Slow) as Box<dyn Runner>),
+            &[],
+        )
+        .unwrap();
         assert_eq!(m.ops, 2);
         assert!(m.p50_us >= 500_000.0, "{m:?}");
         // One completion per thread after about 0.48 s of window: about 4/s in all.
@@ -287,18 +391,28 @@ mod tests {
     #[test]
     fn a_failing_operation_reports_its_code() {
         let hb = Heartbeat::new();
-        let e = run_cell(2, SHORT, &hb, &|_| {
-            Ok(Box::new(Failing(0)) as Box<dyn Runner>)
-        })
+        let e = run_cell(
+            2,
+            SHORT,
+            &hb,
+            &|_| Ok(Box::new(Failing(0)) as Box<dyn Runner>),
+            &[],
+        )
         .unwrap_err();
         assert_eq!(e.code, "CKR_DEVICE_ERROR");
-        let e = run_cell(2, SHORT, &hb, &|i| {
-            if i == 1 {
-                Err(OpError::failed("CKR_SESSION_COUNT"))
-            } else {
-                Ok(Box::new(Sleepy) as Box<dyn Runner>)
-            }
-        })
+        let e = run_cell(
+            2,
+            SHORT,
+            &hb,
+            &|i| {
+                if i == 1 {
+                    Err(OpError::failed("CKR_SESSION_COUNT"))
+                } else {
+                    Ok(Box::new(Sleepy) as Box<dyn Runner>)
+                }
+            },
+            &[],
+        )
         .unwrap_err();
         assert_eq!(e.code, "CKR_SESSION_COUNT");
     }

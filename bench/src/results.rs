@@ -81,6 +81,13 @@ pub enum Outcome {
         p99_us: f64,
         /// Mean latency.
         mean_us: f64,
+        /// Context switches per operation in the client process (the benchmark with the
+        /// module in it), during the window.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_switches: Option<f64>,
+        /// Context switches per operation in the node processes, when their ids were given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node_switches: Option<f64>,
     },
     /// The module does not offer the mechanism or key size ("n/a").
     NotApplicable {
@@ -104,6 +111,18 @@ impl Outcome {
     pub fn ops_per_sec(&self) -> Option<f64> {
         match self {
             Outcome::Measured { ops_per_sec, .. } => Some(*ops_per_sec),
+            _ => None,
+        }
+    }
+
+    /// Context switches per operation (client, node), when counted.
+    pub fn switches(&self) -> Option<(f64, Option<f64>)> {
+        match self {
+            Outcome::Measured {
+                client_switches: Some(c),
+                node_switches,
+                ..
+            } => Some((*c, *node_switches)),
             _ => None,
         }
     }

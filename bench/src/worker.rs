@@ -107,6 +107,7 @@ pub fn run(
     target: &str,
     column: &str,
     nodes: Option<usize>,
+    node_pids: &[u32],
     spec: &BackendSpec,
     plan: &Plan,
     results: &Path,
@@ -175,7 +176,7 @@ pub fn run(
         for &sessions in &plan.sessions {
             let outcome = match &ready {
                 Err(e) => outcome_of(e),
-                Ok(r) => match run_cell(sessions, timing, &heartbeat, r.factory()) {
+                Ok(r) => match run_cell(sessions, timing, &heartbeat, r.factory(), node_pids) {
                     Ok(m) => {
                         if let Some(e) = &m.cleanup_error {
                             eprintln!("  warning: {op} cleanup: {e}");
@@ -186,6 +187,8 @@ pub fn run(
                             p50_us: m.p50_us,
                             p99_us: m.p99_us,
                             mean_us: m.mean_us,
+                            client_switches: m.switches.map(|s| s.client),
+                            node_switches: m.switches.and_then(|s| s.node),
                         }
                     }
                     Err(e) => outcome_of(&e),
