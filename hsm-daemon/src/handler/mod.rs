@@ -56,6 +56,11 @@ impl Connection {
         }
     }
 
+    /// SHA-256 of the client's certificate (who is asking, across connections).
+    pub fn cert_hash(&self) -> [u8; 32] {
+        self.cert_hash
+    }
+
     /// `UserNotLoggedIn` unless the client presented an admin certificate: admin requests
     /// need it as well as an admin login, so an application's key and a leaked admin password
     /// together still do not make an admin.
