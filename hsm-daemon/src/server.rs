@@ -419,6 +419,11 @@ impl Ctx {
     /// Runs a request where its cost says and queues its answer. False once the connection's
     /// writer is gone.
     async fn dispatch(&self, envelope: Envelope<Request>, charge: Option<Charge>) -> bool {
+        // The writer ends when the client is gone: what it still had buffered is not worth
+        // computing (a client that queued thousands of requests and hung up costs nothing).
+        if self.tx.is_closed() {
+            return false;
+        }
         let cost = cost(&envelope.body);
         if cost == Cost::Inline {
             let (bytes, _) = respond(&self.node, &self.conn, envelope);
@@ -456,6 +461,9 @@ impl Ctx {
             // case: no extra hop); a large one (to be charged), or one the writer has no room
             // for (a client not reading), waits here, in a task, not in a blocked pool thread.
             let computed = tokio::task::spawn_blocking(move || {
+                if tx.is_closed() {
+                    return None;
+                }
                 let (bytes, failed_password) = {
                     let _permits = (pool, argon);
                     respond(&node, &conn, envelope)
