@@ -8,13 +8,16 @@
 #   --nodes LIST  cluster sizes to measure, one "ours" column each [default: 1,3, or
 #                 $HSM_BENCH_NODES]: --nodes 1 or --nodes 3 skips the other one
 #   --no-build    use the binaries already built
+#   --abuse       only the abuse run (1 node): a good client's P-256 p99 while another client
+#                 floods the node with wrong-password logins and unread 1 MiB answers
 #
 # Everything else goes to hsm-bench, e.g.
 #   bench/run.sh --seconds 5 --large-find
 #   bench/run.sh --nodes 3 --ops p256-sign,aes-create --sessions 1,16
 # Binaries come from ${CARGO_TARGET_DIR:-target}/release. Results:
 # target/bench-results/{results.md,chart.png,*.jsonl} (or --out DIR), and with a 3-node
-# cluster the failover run's failover.{png,json} (HSM_BENCH_FAILOVER=0 skips it).
+# cluster the failover run's failover.{png,json} (HSM_BENCH_FAILOVER=0 skips it), with a
+# 1-node cluster the abuse run's abuse.{md,json} (HSM_BENCH_ABUSE=0 skips it).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +26,7 @@ bin="${CARGO_TARGET_DIR:-target}/release"
 
 nodes_list="${HSM_BENCH_NODES:-1,3}"
 build=1
+abuse_only=0
 bench_args=()
 while (($#)); do
     case "$1" in
@@ -33,10 +37,12 @@ while (($#)); do
         ;;
     --nodes=*) nodes_list="${1#--nodes=}"; shift ;;
     --no-build) build=0; shift ;;
+    --abuse) abuse_only=1; shift ;;
     *) bench_args+=("$1"); shift ;;
     esac
 done
 IFS=',' read -r -a cluster_sizes <<<"$nodes_list"
+((abuse_only)) && cluster_sizes=(1)
 for n in "${cluster_sizes[@]}"; do
     [[ "$n" =~ ^[1-9]$ ]] || { echo "run.sh: --nodes takes sizes from 1 to 9, not ${n@Q}" >&2; exit 2; }
 done
@@ -128,7 +134,9 @@ sampler=$!
 
 # The tokens are throwaway: skip destroying the C_FindObjects population at the end.
 status=0
-"$bin/hsm-bench" --no-cleanup "${ours[@]}" "${bench_args[@]}" || status=$?
+if ((!abuse_only)); then
+    "$bin/hsm-bench" --no-cleanup "${ours[@]}" "${bench_args[@]}" || status=$?
+fi
 
 # The failover run on the 3-node cluster: ops/s over time while its leader is killed with
 # SIGKILL and restarted (failover.png and failover.json beside the table). Skip it with
@@ -140,7 +148,13 @@ for ((i = 0; i < ${#bench_args[@]}; i++)); do
     --out=*) out_dir="${bench_args[i]#--out=}" ;;
     esac
 done
-if [[ -n "${conf_3:-}" && "${HSM_BENCH_FAILOVER:-1}" != 0 ]]; then
+# The abuse run on the 1-node cluster: a good client's P-256 signatures while another client
+# floods the node (abuse.md and abuse.json beside the table).
+if [[ -n "${conf_1:-}" && "${HSM_BENCH_ABUSE:-1}" != 0 ]]; then
+    HSM_PKCS11_CONF="$conf_1" "$bin/hsm-bench" abuse --pin-env HSM_BENCH_PIN_1 \
+        --node-pids "${pids_1//+/,}" --out "$out_dir" || status=$?
+fi
+if [[ -n "${conf_3:-}" && "${HSM_BENCH_FAILOVER:-1}" != 0 ]] && ((!abuse_only)); then
     HSM_PKCS11_CONF="$conf_3" "$bin/hsm-bench" failover --pin-env HSM_BENCH_PIN_3 \
         --cluster-dir "$work/c3" --bin-dir "$bin" --out "$out_dir" || status=$?
 fi

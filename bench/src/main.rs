@@ -6,6 +6,7 @@
 //! without touching this process's environment.
 #![forbid(unsafe_code)]
 
+mod abuse;
 mod chart;
 mod columns;
 mod error;
@@ -60,6 +61,10 @@ enum Cmd {
     /// and restarted: failover.json and failover.png in --out (bench/run.sh runs it on the
     /// 3-node cluster).
     Failover(FailoverArgs),
+    /// A good client's P-256 signatures while another client abuses the node (wrong-password
+    /// logins, large answers never read): abuse.md and abuse.json in --out (bench/run.sh
+    /// --abuse).
+    Abuse(AbuseArgs),
     /// Measure one column (started by hsm-bench itself).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -191,6 +196,29 @@ struct FailoverArgs {
 }
 
 #[derive(Args, Debug)]
+struct AbuseArgs {
+    /// The module [default: $HSM_PKCS11_MODULE, else target/release/libhsm_pkcs11.so]; its
+    /// configuration comes from $HSM_PKCS11_CONF (the abuser uses its certificate too).
+    #[arg(long)]
+    module: Option<PathBuf>,
+    /// The environment variable holding the PIN.
+    #[arg(long, default_value = "HSM_PIN")]
+    pin_env: String,
+    /// Signing sessions of the good client.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// Measured seconds per phase.
+    #[arg(long, default_value_t = 4.0)]
+    seconds: f64,
+    /// The node's process ids (its memory is reported).
+    #[arg(long, value_delimiter = ',')]
+    node_pids: Vec<u32>,
+    /// Output directory.
+    #[arg(long, default_value = "target/bench-results")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 struct ReportArgs {
     /// The directory holding <target>.jsonl.
     #[arg(long, default_value = "target/bench-results")]
@@ -231,6 +259,7 @@ fn main() -> ExitCode {
         Some(Cmd::FreePort(args)) => free_port(args.count),
         Some(Cmd::Fill(args)) => fill_cmd(&args),
         Some(Cmd::Failover(args)) => failover_cmd(&args),
+        Some(Cmd::Abuse(args)) => abuse_cmd(&args),
         Some(Cmd::Worker(args)) => worker_cmd(&args),
         None => run(&cli.run),
     };
@@ -690,6 +719,31 @@ fn fill_cmd(args: &FillArgs) -> Result<()> {
         args.sessions
     );
     outcome.map_err(|e| BenchError::Module(format!("after {made} keys: {e}")))
+}
+
+fn abuse_cmd(args: &AbuseArgs) -> Result<()> {
+    let module = ours_module(args.module.clone(), &args.pin_env).map_err(BenchError::Usage)?;
+    let pin = std::env::var(&args.pin_env)
+        .map_err(|_| BenchError::Usage(format!("${} (the PIN) is not set", args.pin_env)))?;
+    let conf = std::env::var_os(columns::CONF_ENV)
+        .map(PathBuf::from)
+        .ok_or_else(|| BenchError::Usage(format!("${} is not set", columns::CONF_ENV)))?;
+    if !args.seconds.is_finite() || args.seconds <= 0.0 || args.sessions == 0 {
+        return Err(BenchError::Usage(
+            "--seconds and --sessions must be positive".into(),
+        ));
+    }
+    let md = abuse::run(&abuse::Spec {
+        module,
+        pin,
+        conf,
+        sessions: args.sessions,
+        seconds: args.seconds,
+        node_pids: args.node_pids.clone(),
+        out: args.out.clone(),
+    })?;
+    println!("{md}");
+    Ok(())
 }
 
 fn failover_cmd(args: &FailoverArgs) -> Result<()> {
