@@ -20,6 +20,9 @@ pub mod msg;
 pub mod secret;
 pub mod tls;
 
+#[cfg(test)]
+mod wire_tests;
+
 pub use attr::{AttrOutcome, Attribute};
 pub use error::{ErrorCode, WireError};
 pub use mech::{Mechanism, MechanismParams};
